@@ -1,0 +1,30 @@
+# The two commands: `make demo` (set up + main job end to end) and `make test` (set up + tests).
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
+
+.PHONY: install demo test ui dashboard bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: install
+	$(BIN)/mlflow run projects -e main --env-manager local
+
+test: install
+	$(BIN)/python -m pytest
+
+ui: install
+	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI)
+
+dashboard: install
+	$(BIN)/mlflow-numerai dashboard
+
+clean:
+	rm -rf $(VENV) mlruns mlflow.db .pytest_cache

@@ -1,0 +1,54 @@
+"""The `mlflow-numerai` command.
+
+Sub-commands live in their own modules and are imported only when invoked, so `--help` and
+light commands never pay for TensorFlow or torch start-up.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# name -> ("module:attribute", short help). Each attribute is a click command or group.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("mlflow_numerai.data.cli:data", "Make synthetic Numerai data or download the real set."),
+    "train": ("mlflow_numerai.entrypoints:train", "Train a model family and log it to MLflow."),
+    "validate": ("mlflow_numerai.sandbox.cli:validate", "Run a predict.pkl in Numerai's sandbox limits."),
+    "promote": ("mlflow_numerai.registry:promote_command", "Move an alias to a validated model version."),
+    "dashboard": ("mlflow_numerai.dashboard:dashboard_command", "Start the Streamlit dashboard."),
+    "pipeline": ("mlflow_numerai.entrypoints.pipeline:pipeline", "Run the whole job: data, models, validation, promotion."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose sub-commands are imported on first use."""
+
+    def __init__(self, *args, lazy: dict[str, tuple[str, str]], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            target, _ = self.lazy[name]
+            module, attr = target.split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, self.lazy[name][1]) for name in sorted(self.lazy)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mlflow-numerai")
+def main() -> None:
+    """Numerai modelling on MLflow: train, package predict.pkl, validate, promote, compare."""
+
+
+if __name__ == "__main__":
+    main()
