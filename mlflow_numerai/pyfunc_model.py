@@ -1,0 +1,70 @@
+"""The pyfunc wrapper of a Numerai `predict.pkl` (MLflow "models from code").
+
+`mlflow_numerai.packaging.log_numerai_model` logs this file as the model's code and the
+cloudpickled `predict` function as the artifact `predict_pkl` (file `predict.pkl`). Nothing of the
+wrapper is pickled: MLflow runs this file to build the model. It imports only MLflow, pandas and
+cloudpickle (not `mlflow_numerai`), so a model loads wherever the pickle's own runtime exists.
+
+Calling convention (the pyfunc returns exactly what the pickled function returns):
+- no params: `predict(model_input)`, or, for a two-parameter predict,
+  `predict(model_input, <empty frame indexed like model_input>)` (there are no benchmark models
+  in a plain scoring request);
+- params (e.g. `{"return_std": True}`): forwarded as keyword arguments to the function stored in
+  the predict's `with_params` attribute when it has one (Numerai itself only ever calls
+  `predict(live)`, so the submission is unchanged). Without that attribute params are refused.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import cloudpickle
+import mlflow
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+ARTIFACT_KEY = "predict_pkl"
+PARAMS_ATTR = "with_params"
+
+
+class NumeraiPredictModel(PythonModel):
+    """Loads `predict.pkl` and calls it on the model input."""
+
+    def load_context(self, context) -> None:
+        path = context.artifacts[ARTIFACT_KEY]
+        with open(path, "rb") as f:
+            self._predict = cloudpickle.load(f)
+        self._n_params = len(inspect.signature(self._predict).parameters)
+
+    def predict(self, context, model_input, params: dict[str, Any] | None = None):
+        """What the pickled predict returns for `model_input` (a DataFrame)."""
+        if not isinstance(model_input, pd.DataFrame):
+            raise TypeError(f"model_input must be a pandas DataFrame, got {type(model_input).__name__}")
+        with_params = getattr(self._predict, PARAMS_ATTR, None)
+        params = _non_default(params or {}, with_params)
+        if params:
+            if with_params is None:
+                raise mlflow.MlflowException.invalid_parameter_value(
+                    f"this model accepts no params, got {sorted(params)}"
+                )
+            return with_params(model_input, **params)
+        if self._n_params == 2:
+            return self._predict(model_input, pd.DataFrame(index=model_input.index))
+        return self._predict(model_input)
+
+
+def _non_default(params: dict[str, Any], fn) -> dict[str, Any]:
+    """`params` without None values and without values equal to `fn`'s defaults (MLflow fills
+    every param of the signature with its default, which must not leave the plain path)."""
+    defaults = {}
+    if fn is not None:
+        defaults = {
+            name: p.default
+            for name, p in inspect.signature(fn).parameters.items()
+            if p.default is not inspect.Parameter.empty
+        }
+    return {k: v for k, v in params.items() if v is not None and not (k in defaults and defaults[k] == v)}
+
+
+mlflow.models.set_model(NumeraiPredictModel())
