@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +23,36 @@ DEFAULT_SYNTHETIC = "synthetic"  # a data-dir spec meaning "the default syntheti
 
 class DataError(ValueError):
     """A data directory, file or column is missing or malformed."""
+
+
+@contextmanager
+def atomic_directory(out: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling directory of `out`; on success it is renamed to `out`.
+
+    On an exception the temporary directory is removed and `out` is left untouched. An existing
+    non-empty `out` raises DataError unless `overwrite`, in which case it is replaced at the end.
+    """
+    out = Path(out).expanduser().absolute()
+    if out.exists():
+        if not out.is_dir():
+            raise DataError(f"output path {str(out)!r} exists and is not a directory")
+        if any(out.iterdir()) and not overwrite:
+            raise DataError(f"output directory {str(out)!r} exists and is not empty (use --overwrite to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        os.chmod(tmp, 0o755)
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old)  # `old` is an empty directory, so rename may replace it
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def cache_root() -> Path:
