@@ -1,0 +1,337 @@
+"""Upload states on registered model versions, and promotion with gates and an audit trail.
+
+Tags on a model version (read by the dashboard):
+`numerai.upload_state`, `numerai.upload_reason`, `numerai.upload_message`,
+`numerai.upload_history` (JSON list of {state, time, reason, message}, oldest first),
+`numerai.validation_run_id`; after a promotion `numerai.promotion.{alias,previous_version,time,
+gates,user}`. The registered model keeps `numerai.promotion.<alias>.version`/`.previous_version`/
+`.time` for the alias's latest promotion (and `.revoked` when a failure took it back).
+
+Race safety: a promotion re-reads the version's state right before it moves the alias and again
+after; the validator writes `Failed`/`Error` first and then takes back any alias a promotion put
+on that version. Whatever the interleaving, one of the two sees the other, so the alias never
+stays on a version whose latest state is not Success.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import re
+import sys
+from dataclasses import asdict, dataclass
+
+import click
+
+from mlflow_numerai.sandbox.states import ERROR, FAILED, SUCCESS, Transition
+
+STATE_TAG = "numerai.upload_state"
+REASON_TAG = "numerai.upload_reason"
+MESSAGE_TAG = "numerai.upload_message"
+HISTORY_TAG = "numerai.upload_history"
+VALIDATION_RUN_TAG = "numerai.validation_run_id"
+PROMOTION_PREFIX = "numerai.promotion"
+MAX_HISTORY = 500  # entries kept in the tag (the validation runs keep theirs as artifacts)
+MAX_TAG_CHARS = 90_000
+
+CORR_METRICS = ("validation_corr_mean", "numerai_corr_mean")  # sandbox diagnostics first, then evaluator
+SHARPE_METRICS = ("validation_corr_sharpe", "numerai_corr_sharpe")
+
+_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[^/]+))/?$")
+
+
+class RegistryError(ValueError):
+    """A model name, version or alias does not exist or cannot be used."""
+
+
+class PromotionError(RuntimeError):
+    """A promotion was refused (a gate failed or the state changed); the message says why."""
+
+
+def _client(client=None):
+    from mlflow import MlflowClient
+
+    return client or MlflowClient()
+
+
+def parse_models_uri(uri: str) -> tuple[str, str | None, str | None] | None:
+    """(name, version, alias) of a `models:/name/version` or `models:/name@alias` URI, else None."""
+    match = _URI.match(uri)
+    if not match:
+        return None
+    return match.group("name"), match.group("version"), match.group("alias")
+
+
+def resolve_model_version(uri: str, client=None) -> tuple[str, str] | None:
+    """(name, version) a registry URI points at now; None for other URIs; RegistryError if missing."""
+    parsed = parse_models_uri(uri)
+    if parsed is None:
+        return None
+    from mlflow.exceptions import MlflowException
+
+    name, version, alias = parsed
+    client = _client(client)
+    try:
+        if alias is not None:
+            return name, str(client.get_model_version_by_alias(name, alias).version)
+        return name, str(client.get_model_version(name, version).version)
+    except MlflowException as exc:
+        raise RegistryError(f"{uri!r} does not resolve to a registered model version: {exc.message}") from exc
+
+
+# ----------------------------------------------------------------------------- upload states
+def upload_history(name: str, version: str | int, client=None) -> list[dict]:
+    """The recorded upload transitions of a model version, oldest first."""
+    tags = _client(client).get_model_version(name, str(version)).tags
+    try:
+        history = json.loads(tags.get(HISTORY_TAG, "[]"))
+    except ValueError:
+        return []
+    return history if isinstance(history, list) else []
+
+
+def upload_state(name: str, version: str | int, client=None) -> dict:
+    """{state, reason, message, history, validation_run_id} of a model version (state None if never validated)."""
+    tags = _client(client).get_model_version(name, str(version)).tags
+    try:
+        history = json.loads(tags.get(HISTORY_TAG, "[]"))
+    except ValueError:
+        history = []
+    return {
+        "state": tags.get(STATE_TAG),
+        "reason": tags.get(REASON_TAG) or None,
+        "message": tags.get(MESSAGE_TAG, ""),
+        "history": history,
+        "validation_run_id": tags.get(VALIDATION_RUN_TAG),
+    }
+
+
+def _history_json(history: list[dict]) -> str:
+    history = history[-MAX_HISTORY:]
+    text = json.dumps(history)
+    while len(text) > MAX_TAG_CHARS and len(history) > 1:
+        history = history[len(history) // 4 or 1:]
+        text = json.dumps(history)
+    return text
+
+
+class RegistryRecorder:
+    """Writes each upload transition of one validation onto a model version, as it happens."""
+
+    def __init__(self, name: str, version: str | int, client=None):
+        self.name, self.version = name, str(version)
+        self.client = _client(client)
+        self.previous = upload_history(name, self.version, self.client)
+
+    def full_history(self, history: list[Transition]) -> list[dict]:
+        return self.previous + [t.to_dict() for t in history]
+
+    def __call__(self, transition: Transition, history: list[Transition]) -> None:
+        set_tag = self.client.set_model_version_tag
+        # history first, so a reader that sees the new state also sees its entry
+        set_tag(self.name, self.version, HISTORY_TAG, _history_json(self.full_history(history)))
+        set_tag(self.name, self.version, REASON_TAG, transition.reason or "")
+        set_tag(self.name, self.version, MESSAGE_TAG, (transition.message or "")[:4000])
+        set_tag(self.name, self.version, STATE_TAG, transition.state)
+        if transition.state in (FAILED, ERROR):
+            revoke_aliases(self.name, self.version, self.client,
+                           why=f"version {self.version} is {transition.state} ({transition.reason})")
+
+    def link_run(self, run_id: str) -> None:
+        self.client.set_model_version_tag(self.name, self.version, VALIDATION_RUN_TAG, run_id)
+
+
+def _state_of(client, name: str, version: str) -> str | None:
+    return client.get_model_version(name, str(version)).tags.get(STATE_TAG)
+
+
+def revoke_aliases(name: str, version: str, client=None, why: str = "") -> list[str]:
+    """Take back every alias a promotion put on `version` (now failed): back to the previous holder
+    when that one is still Success, else remove it. Returns the aliases taken back."""
+    client = _client(client)
+    model = client.get_registered_model(name)
+    taken = []
+    for alias, holder in dict(model.aliases).items():
+        if str(holder) != str(version):
+            continue
+        previous = model.tags.get(f"{PROMOTION_PREFIX}.{alias}.previous_version")
+        _restore_alias(client, name, alias, str(version), previous)
+        client.set_registered_model_tag(
+            name, f"{PROMOTION_PREFIX}.{alias}.revoked",
+            json.dumps({"version": str(version), "time": _now(), "why": why}),
+        )
+        taken.append(alias)
+    return taken
+
+
+def _restore_alias(client, name: str, alias: str, bad_version: str, previous: str | None) -> str | None:
+    """Point `alias` back at `previous` if it is Success (else delete it), unless the alias has
+    already moved away from `bad_version`. Returns where the alias points afterwards."""
+    holder = client.get_registered_model(name).aliases.get(alias)
+    if holder is None or str(holder) != str(bad_version):
+        return None if holder is None else str(holder)
+    if previous and previous != str(bad_version) and _state_of(client, name, previous) == SUCCESS:
+        client.set_registered_model_alias(name, alias, previous)
+        return previous
+    client.delete_registered_model_alias(name, alias)
+    return None
+
+
+def _now() -> str:
+    from mlflow_numerai.sandbox.states import utc_now
+
+    return utc_now()
+
+
+# ----------------------------------------------------------------------------- promotion
+@dataclass
+class Gate:
+    """One promotion gate: what was measured, against what, and whether it passed."""
+
+    name: str
+    value: float | str | None
+    threshold: float | str | None
+    passed: bool
+    source: str = ""
+
+    def describe(self) -> str:
+        if self.name == "upload_state":
+            return f"upload_state is {self.value!r}, must be 'Success'"
+        if self.value is None:
+            return f"{self.name}: no metric found ({self.source}), needs >= {self.threshold}"
+        gap = float(self.threshold) - float(self.value)
+        return f"{self.name}: {self.value:.6g} < {self.threshold:.6g} (short by {gap:.6g}; from {self.source})"
+
+
+@dataclass
+class PromotionResult:
+    name: str
+    version: str
+    alias: str
+    previous_version: str | None
+    time: str
+    gates: list[Gate]
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        return data
+
+
+def _metric(client, mv, keys: tuple[str, ...]) -> tuple[float | None, str]:
+    """The first of `keys` found on the version's validation run, then on its training run."""
+    runs = []
+    run_id = mv.tags.get(VALIDATION_RUN_TAG)
+    if run_id:
+        runs.append(("validation run", run_id))
+    if mv.run_id:
+        runs.append(("training run", mv.run_id))
+    for label, rid in runs:
+        try:
+            metrics = client.get_run(rid).data.metrics
+        except Exception:  # noqa: BLE001 - a deleted run just has no metrics
+            continue
+        for key in keys:
+            if key in metrics:
+                return float(metrics[key]), f"{label} {rid} metric {key}"
+    return None, f"looked for {list(keys)} on the validation and training runs"
+
+
+def evaluate_gates(name: str, version: str | int, *, min_corr: float | None = None,
+                   min_sharpe: float | None = None, client=None) -> list[Gate]:
+    """The promotion gates of a version: upload state Success, then the metric thresholds given."""
+    client = _client(client)
+    mv = client.get_model_version(name, str(version))
+    state = mv.tags.get(STATE_TAG)
+    gates = [Gate("upload_state", state, SUCCESS, state == SUCCESS, STATE_TAG)]
+    for gate_name, threshold, keys in (("min_corr", min_corr, CORR_METRICS), ("min_sharpe", min_sharpe, SHARPE_METRICS)):
+        if threshold is None:
+            continue
+        value, source = _metric(client, mv, keys)
+        gates.append(Gate(gate_name, value, float(threshold), value is not None and value >= threshold, source))
+    return gates
+
+
+def promote(name: str, version: str | int, alias: str = "champion", *, min_corr: float | None = None,
+            min_sharpe: float | None = None, client=None) -> PromotionResult:
+    """Move `alias` to `name` version `version` if its latest upload state is Success and the gates
+    pass; keep an audit trail. Raises PromotionError naming the failed gate(s) and the shortfall."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(client)
+    version = str(version)
+    if not re.fullmatch(r"[A-Za-z_][\w-]*", alias or ""):
+        raise PromotionError(f"alias must be a name like 'champion', got {alias!r}")
+    try:
+        client.get_model_version(name, version)
+    except MlflowException as exc:
+        raise RegistryError(f"model {name!r} version {version} does not exist: {exc.message}") from exc
+    gates = evaluate_gates(name, version, min_corr=min_corr, min_sharpe=min_sharpe, client=client)
+    failed = [g for g in gates if not g.passed]
+    if failed:
+        raise PromotionError(
+            f"not promoting {name} version {version} to @{alias}: " + "; ".join(g.describe() for g in failed)
+        )
+    previous = client.get_registered_model(name).aliases.get(alias)
+    previous = None if previous is None else str(previous)
+    # Re-read the state right before the move: a validation may have finished since the gates.
+    state = _state_of(client, name, version)
+    if state != SUCCESS:
+        raise PromotionError(f"not promoting {name} version {version}: its upload state changed to {state!r}")
+    client.set_registered_model_alias(name, alias, version)
+    state = _state_of(client, name, version)
+    if state != SUCCESS:
+        now_at = _restore_alias(client, name, alias, version, previous)
+        raise PromotionError(
+            f"not promoting {name} version {version}: its upload state changed to {state!r} during the "
+            f"promotion; @{alias} is back on {now_at or 'no version'}"
+        )
+    result = PromotionResult(name, version, alias, previous, _now(), gates)
+    _audit(client, result)
+    return result
+
+
+def _audit(client, result: PromotionResult) -> None:
+    gates = json.dumps([asdict(g) for g in result.gates])
+    user = getpass.getuser()
+    for key, value in (("alias", result.alias), ("previous_version", result.previous_version or ""),
+                       ("time", result.time), ("gates", gates), ("user", user)):
+        client.set_model_version_tag(result.name, result.version, f"{PROMOTION_PREFIX}.{key}", value)
+    for key, value in (("version", result.version), ("previous_version", result.previous_version or ""),
+                       ("time", result.time), ("user", user)):
+        client.set_registered_model_tag(result.name, f"{PROMOTION_PREFIX}.{result.alias}.{key}", value)
+
+
+@click.command("promote")
+@click.argument("name")
+@click.option("--version", "version", required=True, help="Model version to promote.")
+@click.option("--alias", default="champion", show_default=True, help="Alias to move.")
+@click.option("--min-corr", type=float, default=None, help="Gate: validation corr mean must be at least this.")
+@click.option("--min-sharpe", type=float, default=None, help="Gate: validation corr sharpe must be at least this.")
+@click.option("--tracking-uri", default=None, help="Tracking/registry URI (default: MLFLOW_TRACKING_URI or ./mlflow.db).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def promote_command(name, version, alias, min_corr, min_sharpe, tracking_uri, as_json):
+    """Move ALIAS to NAME --version V if its upload state is Success and the gates pass.
+
+    Exit code 0 promoted, 1 refused (a gate failed), 2 bad arguments.
+    """
+    from mlflow_numerai.tracking import ensure_tracking_uri
+
+    ensure_tracking_uri(tracking_uri)
+    try:
+        result = promote(name, version, alias, min_corr=min_corr, min_sharpe=min_sharpe)
+    except RegistryError as exc:
+        _emit(as_json, {"promoted": False, "error": str(exc)}, str(exc), err=True)
+        sys.exit(2)
+    except PromotionError as exc:
+        _emit(as_json, {"promoted": False, "error": str(exc)}, str(exc), err=True)
+        sys.exit(1)
+    text = (f"{name} version {version} is now @{alias}"
+            + (f" (was version {result.previous_version})" if result.previous_version else ""))
+    _emit(as_json, {"promoted": True, **result.to_dict()}, text)
+
+
+def _emit(as_json: bool, payload: dict, text: str, err: bool = False) -> None:
+    if as_json:
+        click.echo(json.dumps(payload, default=str))
+    else:
+        click.echo(text, err=err)

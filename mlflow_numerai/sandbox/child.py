@@ -1,0 +1,212 @@
+"""The program the sandbox child runs: load predict.pkl, call it, check and write its output.
+
+Run as a standalone script in a fresh isolated interpreter (`python -I child.py SPEC.json`).
+It must not import mlflow_numerai (nor mlflow, nor pyro): those are blocked here, as they are
+absent from Numerai's runtime. Only the standard library is imported before the import blocker
+is installed; pandas is imported after it.
+
+The outcome is written to the JSON file named in the spec: {"status": "ok"|"failed"|"error",
+"reason": ..., "message": ..., "stage": ..., "network_attempts": [...]}. The parent does not
+trust it blindly: it re-checks the written predictions itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+
+STAGES = ("start", "load_inputs", "unpickle", "signature", "predict", "check", "write", "done")
+
+_state: dict = {"status": "error", "reason": "child_incomplete", "message": "", "stage": "start",
+                "network_attempts": [], "checks": []}
+_spec: dict = {}
+
+
+class ImportBlocker:
+    """A meta-path finder that makes the named top-level packages unimportable."""
+
+    def __init__(self, blocked: list[str]):
+        self.blocked = frozenset(blocked)
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname.partition(".")[0] in self.blocked:
+            raise ModuleNotFoundError(
+                f"No module named {fullname!r} (not installed in the Numerai runtime)", name=fullname
+            )
+        return None
+
+
+def _write_state() -> None:
+    """Write the outcome atomically, so the parent never reads half a file."""
+    path = _spec.get("result")
+    if not path:
+        return
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(_state, fh, default=str)
+    os.replace(tmp, path)
+
+
+def _stage(name: str) -> None:
+    _state["stage"] = name
+    _write_state()
+
+
+def _finish(status: str, reason: str | None, message: str = "", exc: BaseException | None = None) -> None:
+    _state.update(status=status, reason=reason, message=message, final=True)
+    if exc is not None:
+        _state["traceback"] = "".join(traceback.format_exception(exc))[-8000:]
+        sys.stderr.write(_state["traceback"])
+    sys.stderr.write(f"[sandbox] {status}: {reason or ''} {message}\n")
+    sys.stderr.flush()
+    sys.stdout.flush()
+    _write_state()
+    # Exit now: a model's stray non-daemon threads must not keep the process alive.
+    os._exit(0 if status == "ok" else 3)
+
+
+_INET_FAMILIES = {2, 10}  # AF_INET, AF_INET6
+
+
+def _audit(event: str, args: tuple) -> None:
+    """Record (and with the socket guard, refuse) network access by the model."""
+    if event not in ("socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg", "socket.getaddrinfo"):
+        return
+    if event == "socket.getaddrinfo":
+        family = None
+        target = f"{args[0]}:{args[1]}" if len(args) > 1 else str(args)
+    else:
+        sock = args[0]
+        family = getattr(sock, "family", None)
+        target = str(args[1]) if len(args) > 1 else ""
+        if family is not None and int(family) not in _INET_FAMILIES:
+            return  # AF_UNIX etc. (multiprocessing) stays allowed
+    if len(_state["network_attempts"]) < 20:
+        _state["network_attempts"].append(f"{event} {target}")
+    if _spec.get("net_guard") and event != "socket.getaddrinfo":
+        raise PermissionError(1, f"network access is disabled in the sandbox ({event} {target})")
+
+
+def _classify(exc: BaseException, default: str) -> str:
+    """The reason code for an exception raised by the model (or while loading it)."""
+    if isinstance(exc, MemoryError):
+        return "oom"
+    if isinstance(exc, ImportError):
+        return "import"
+    if _state["network_attempts"] and isinstance(exc, OSError):
+        return "network"
+    if isinstance(exc, TypeError) and "code" in str(exc) and default == "unpickle":
+        # cloudpickle rebuilds code objects with version-specific arguments
+        return "python_mismatch"
+    return default
+
+
+def _count_positional(fn) -> tuple[int | None, str]:
+    """How many positional arguments `fn` takes (None if it cannot take 1 or 2), and why not."""
+    import inspect
+
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError) as exc:
+        return None, f"cannot read the signature of {fn!r}: {exc}"
+    params = list(sig.parameters.values())
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required_kw = [p.name for p in params if p.kind == p.KEYWORD_ONLY and p.default is p.empty]
+    varargs = any(p.kind == p.VAR_POSITIONAL for p in params)
+    if required_kw:
+        return None, f"predict has required keyword-only parameters {required_kw}"
+    n = len(positional)
+    if n in (1, 2):
+        return n, ""
+    if n == 0 and varargs:
+        return 1, ""
+    return None, f"predict takes {n} positional parameters; Numerai calls it with 1 (live features) or 2 (+ benchmark models)"
+
+
+def _runner_checks(out, pd) -> list[tuple[str, str]]:
+    """Numerai runner's checks on the returned object: (check, message) for each failure."""
+    if out is None:
+        return [("none", "predict returned None")]
+    if type(out) is not pd.DataFrame:
+        return [("type", f"predict returned {type(out).__module__}.{type(out).__qualname__}, not a pandas.DataFrame")]
+    if _spec.get("profile") == "forecast":
+        return []
+    failures = []
+    if len(out) == 0:
+        return [("empty", "predict returned 0 rows")]
+    if out.shape[1] == 0:
+        return [("columns", "predict returned a DataFrame with no columns")]
+    if bool(out.isna().any().any()):
+        failures.append(("nan", f"predictions contain {int(out.isna().sum().sum())} NaN value(s)"))
+    first = pd.to_numeric(out.iloc[:, 0], errors="coerce")
+    bad = ~((first >= 0) & (first <= 1))
+    if bool(bad.any()) and not failures:
+        sample = out.iloc[:, 0][bad].head(3).tolist()
+        failures.append(("range", f"{int(bad.sum())} value(s) of the first column outside [0, 1], e.g. {sample}"))
+    return failures
+
+
+def main(spec_path: str) -> None:
+    global _spec
+    with open(spec_path) as fh:
+        _spec = json.load(fh)
+    sys.meta_path.insert(0, ImportBlocker(_spec.get("blocked", [])))
+    sys.addaudithook(_audit)
+    if _spec.get("cpus"):
+        os.sched_setaffinity(0, set(_spec["cpus"]))
+    if _spec.get("rlimit_as"):
+        import resource
+
+        limit = int(_spec["rlimit_as"])
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    _stage("load_inputs")
+    try:
+        import pandas as pd
+
+        live = pd.read_parquet(_spec["live"])
+        benchmarks = pd.read_parquet(_spec["benchmarks"]) if _spec.get("benchmarks") else None
+    except BaseException as exc:  # the runtime or the inputs, not the model
+        _finish("error", "runtime", f"could not load the inputs: {exc!r}", exc)
+    _stage("unpickle")
+    try:
+        fn = pd.read_pickle(_spec["pickle"])
+    except BaseException as exc:
+        _finish("failed", _classify(exc, "unpickle"), f"could not unpickle predict.pkl: {exc!r}", exc)
+    _stage("signature")
+    if not callable(fn):
+        _finish("failed", "signature", f"predict.pkl holds a {type(fn).__qualname__}, not a callable")
+    nargs, why = _count_positional(fn)
+    if nargs is None:
+        _finish("failed", "signature", why)
+    _stage("predict")
+    try:
+        if nargs == 2:
+            if benchmarks is None:
+                benchmarks = pd.DataFrame(index=live.index)
+            out = fn(live, benchmarks)
+        else:
+            out = fn(live)
+    except BaseException as exc:
+        _finish("failed", _classify(exc, "exception"), f"predict raised {exc!r}", exc)
+    _stage("check")
+    failures = _runner_checks(out, pd)
+    if failures:
+        _state["checks"] = [{"check": c, "message": m} for c, m in failures]
+        check, message = failures[0]
+        _finish("failed", f"invalid_output:{check}", message)
+    _stage("write")
+    try:
+        tmp = _spec["output"] + ".tmp"
+        out.to_csv(tmp, index=True)
+        os.replace(tmp, _spec["output"])
+    except BaseException as exc:
+        _finish("failed", _classify(exc, "invalid_output:csv"), f"could not write the predictions as CSV: {exc!r}", exc)
+    _state["rows"] = int(len(out))
+    _stage("done")
+    _finish("ok", None, f"{len(out)} rows written")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

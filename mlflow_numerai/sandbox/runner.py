@@ -1,0 +1,667 @@
+"""Run a predict.pkl in a child process under Numerai's limits.
+
+The child is a fresh isolated interpreter (`python -I`) running `child.py`, in which `mlflow`,
+`mlflow_numerai` and `pyro` cannot be imported. Limits, each enforced from outside the model:
+
+- network: a new network namespace (`unshare --net`) where the system allows it, otherwise an
+  audit-hook guard at socket level inside the child;
+- CPU: affinity to `cpus` cores, thread-count variables, and a CFS quota where cgroups are writable;
+- memory for the whole process tree: a cgroup (v2 or v1) where writable, otherwise RLIMIT_AS per
+  process plus a sampler of the tree's RSS that kills everything on breach;
+- wall clock: the whole process group (and every process seen in the tree, in the cgroup, or
+  carrying the run's token) is SIGKILLed at the limit; nothing is left behind in any outcome;
+- environment: a whitelist (no MLFLOW_*, NUMERAI_*, tokens); HOME/TMPDIR/cwd a private temporary
+  directory removed afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+import psutil
+
+CHILD_SCRIPT = Path(__file__).with_name("child.py")
+BLOCKED_MODULES = ("mlflow", "mlflow_numerai", "pyro")
+GIB = 1024**3
+TOKEN_ENV = "SANDBOX_RUN_TOKEN"
+THREAD_ENV = (
+    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS", "BLIS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
+    "TORCH_NUM_THREADS", "POLARS_MAX_THREADS", "RAYON_NUM_THREADS",
+)
+PASS_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
+LOG_TAIL_BYTES = 2_000_000
+
+
+class SandboxError(RuntimeError):
+    """The sandbox itself could not run (not the model's fault)."""
+
+
+def parse_memory(text: str | int) -> int:
+    """Bytes from '4GiB', '512MiB', '4G', '4096M' or a plain number of bytes."""
+    if isinstance(text, int):
+        if text <= 0:
+            raise ValueError(f"memory must be positive, got {text}")
+        return text
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)\s*", str(text), flags=re.I)
+    if not match:
+        raise ValueError(f"memory must look like '4GiB', '512MiB' or a number of bytes, got {text!r}")
+    number, unit = float(match.group(1)), match.group(2).upper()
+    value = int(number * 1024 ** "BKMGT".index(unit or "B"))
+    if value <= 0:
+        raise ValueError(f"memory must be positive, got {text!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Numerai's limits by default: 1 CPU, 4 GiB for the process tree, 600 s, no network."""
+
+    cpus: int = 1
+    memory_bytes: int = 4 * GIB
+    timeout_seconds: float = 600.0
+    network: str = "auto"  # auto | namespace | guard
+    memory_enforcement: str = "auto"  # auto | cgroup | rlimit
+    sample_interval: float = 0.02
+
+    def __post_init__(self):
+        if not isinstance(self.cpus, int) or self.cpus < 1:
+            raise ValueError(f"cpus must be an integer >= 1, got {self.cpus!r}")
+        if self.cpus > len(os.sched_getaffinity(0)):
+            raise ValueError(f"cpus={self.cpus} but only {len(os.sched_getaffinity(0))} CPU(s) are available")
+        if not self.memory_bytes or self.memory_bytes < 64 * 1024**2:
+            raise ValueError(f"memory must be at least 64MiB, got {self.memory_bytes} bytes")
+        if not self.timeout_seconds or self.timeout_seconds <= 0:
+            raise ValueError(f"timeout must be positive seconds, got {self.timeout_seconds!r}")
+        if self.network not in ("auto", "namespace", "guard"):
+            raise ValueError(f"network must be auto, namespace or guard, got {self.network!r}")
+        if self.memory_enforcement not in ("auto", "cgroup", "rlimit"):
+            raise ValueError(f"memory_enforcement must be auto, cgroup or rlimit, got {self.memory_enforcement!r}")
+
+
+@dataclass
+class SandboxOutcome:
+    """What happened in one child run. `status` is ok | failed (the model) | error (the sandbox)."""
+
+    status: str
+    reason: str | None
+    message: str
+    stage: str
+    predictions_csv: str | None  # a copy outside the private directory, or None
+    log: str
+    exit_code: int | None
+    wall_seconds: float
+    cpu_seconds: float
+    peak_memory_bytes: int
+    peak_rss_bytes: int
+    network_isolation: str
+    memory_enforcement: str
+    network_attempts: list[str] = field(default_factory=list)
+    checks: list[dict] = field(default_factory=list)
+    stragglers_killed: int = 0
+    traceback: str | None = None
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data.pop("log")
+        return data
+
+
+# ----------------------------------------------------------------------------- network
+@lru_cache(maxsize=1)
+def namespace_available() -> bool:
+    """Whether `unshare --net` can make a new network namespace here (root or user namespaces)."""
+    exe = shutil.which("unshare")
+    if not exe:
+        return False
+    try:
+        return subprocess.run([exe, "--net", "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def network_method(requested: str) -> str:
+    """'namespace' or 'guard' for a requested mode ('auto' picks the namespace when possible)."""
+    if requested == "guard":
+        return "guard"
+    if namespace_available():
+        return "namespace"
+    if requested == "namespace":
+        raise SandboxError("a network namespace was requested but `unshare --net` does not work here")
+    return "guard"
+
+
+# ----------------------------------------------------------------------------- cgroups
+def _own_cgroup_paths() -> dict[str, str]:
+    """Controller (or '' for v2) -> this process's cgroup path, from /proc/self/cgroup."""
+    paths = {}
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        for ctl in controllers.split(",") if controllers else [""]:
+            paths[ctl] = path
+    return paths
+
+
+class Cgroup:
+    """A private cgroup for one sandbox run (v2 when its memory controller is usable, else v1)."""
+
+    def __init__(self, dirs: dict[str, Path], version: int):
+        self.dirs = dirs  # controller -> directory ("unified" for v2)
+        self.version = version
+
+    @classmethod
+    def create(cls, limits: SandboxLimits, cpus: list[int]) -> "Cgroup | None":
+        """Make and configure the cgroup; None where cgroups are not writable."""
+        name = f"mlflow_numerai-{uuid.uuid4().hex[:12]}"
+        try:
+            own = _own_cgroup_paths()
+        except OSError:
+            return None
+        for creator in (cls._create_v2, cls._create_v1):
+            try:
+                group = creator(name, own, limits, cpus)
+            except OSError:
+                group = None
+            if group is not None:
+                return group
+        return None
+
+    @classmethod
+    def _create_v2(cls, name, own, limits, cpus):
+        root = next((p for p in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified"))
+                     if (p / "cgroup.controllers").exists()), None)
+        if root is None or "" not in own:
+            return None
+        parent = root / own[""].lstrip("/")
+        if "memory" not in (parent / "cgroup.controllers").read_text().split():
+            return None
+        if "memory" not in (parent / "cgroup.subtree_control").read_text().split():
+            (parent / "cgroup.subtree_control").write_text("+memory")
+        path = parent / name
+        path.mkdir()
+        group = cls({"unified": path}, 2)
+        try:
+            (path / "memory.max").write_text(str(limits.memory_bytes))
+            if (path / "memory.swap.max").exists():
+                (path / "memory.swap.max").write_text("0")
+            if (path / "cpu.max").exists():
+                (path / "cpu.max").write_text(f"{limits.cpus * 100000} 100000")
+            if (path / "cpuset.cpus").exists():
+                (path / "cpuset.cpus").write_text(",".join(map(str, cpus)))
+        except OSError:
+            group.remove()
+            return None
+        return group
+
+    @classmethod
+    def _create_v1(cls, name, own, limits, cpus):
+        base = Path("/sys/fs/cgroup")
+        if "memory" not in own or not (base / "memory" / "memory.limit_in_bytes").exists():
+            return None
+        dirs: dict[str, Path] = {}
+        try:
+            for ctl in ("memory", "cpu", "cpuacct"):
+                parent = base / ctl / own.get(ctl, "/").lstrip("/")
+                if not parent.is_dir():
+                    if ctl == "memory":
+                        return None
+                    continue
+                try:
+                    (parent / name).mkdir()
+                except OSError:
+                    if ctl == "memory":
+                        raise
+                    continue
+                dirs[ctl] = parent / name
+            group = cls(dirs, 1)
+            mem = dirs["memory"]
+            (mem / "memory.limit_in_bytes").write_text(str(limits.memory_bytes))
+            if (mem / "memory.memsw.limit_in_bytes").exists():
+                try:  # no swapping past the cap either
+                    (mem / "memory.memsw.limit_in_bytes").write_text(str(limits.memory_bytes))
+                except OSError:
+                    pass
+            if "cpu" in dirs:
+                period = int((dirs["cpu"] / "cpu.cfs_period_us").read_text())
+                (dirs["cpu"] / "cpu.cfs_quota_us").write_text(str(limits.cpus * period))
+            return group
+        except OSError:
+            cls(dirs, 1).remove()
+            raise
+
+    def proc_files(self) -> list[Path]:
+        return [d / "cgroup.procs" for d in self.dirs.values()]
+
+    def _memdir(self) -> Path:
+        return self.dirs["unified"] if self.version == 2 else self.dirs["memory"]
+
+    def pids(self) -> list[int]:
+        try:
+            text = (self._memdir() / "cgroup.procs").read_text()
+        except OSError:
+            return []
+        return [int(p) for p in text.split()]
+
+    def usage(self) -> int:
+        name = "memory.current" if self.version == 2 else "memory.usage_in_bytes"
+        try:
+            return int((self._memdir() / name).read_text())
+        except (OSError, ValueError):
+            return 0
+
+    def peak(self) -> int:
+        name = "memory.peak" if self.version == 2 else "memory.max_usage_in_bytes"
+        try:
+            return int((self._memdir() / name).read_text())
+        except (OSError, ValueError):
+            return 0
+
+    def oom_kills(self) -> int:
+        name = "memory.events" if self.version == 2 else "memory.oom_control"
+        try:
+            text = (self._memdir() / name).read_text()
+        except OSError:
+            return 0
+        match = re.search(r"^oom_kill (\d+)", text, flags=re.M)
+        return int(match.group(1)) if match else 0
+
+    def cpu_seconds(self) -> float | None:
+        try:
+            if self.version == 2:
+                stat = (self.dirs["unified"] / "cpu.stat").read_text()
+                return int(re.search(r"usage_usec (\d+)", stat).group(1)) / 1e6
+            if "cpuacct" in self.dirs:
+                return int((self.dirs["cpuacct"] / "cpuacct.usage").read_text()) / 1e9
+        except (OSError, AttributeError, ValueError):
+            pass
+        return None
+
+    def kill_all(self) -> int:
+        """SIGKILL every process in the cgroup; the number killed."""
+        killed = 0
+        if self.version == 2 and (self.dirs["unified"] / "cgroup.kill").exists():
+            pids = self.pids()
+            try:
+                (self.dirs["unified"] / "cgroup.kill").write_text("1")
+                return len(pids)
+            except OSError:
+                pass
+        for pid in self.pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except ProcessLookupError:
+                pass
+        return killed
+
+    def remove(self) -> None:
+        """Remove the cgroup directories (after every process in them is gone)."""
+        for path in self.dirs.values():
+            for _ in range(100):
+                try:
+                    path.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.02)
+
+
+def memory_method(requested: str, group: Cgroup | None) -> str:
+    """How the memory cap is enforced: 'cgroup-v2', 'cgroup-v1' or 'rlimit+sampler'."""
+    if group is not None:
+        return f"cgroup-v{group.version}"
+    if requested == "cgroup":
+        raise SandboxError("a cgroup memory limit was requested but no writable cgroup memory controller exists")
+    return "rlimit+sampler"
+
+
+# ----------------------------------------------------------------------------- process tree
+class TreeSampler(threading.Thread):
+    """Samples the child's process tree: RSS peak, CPU time, every pid seen; kills on breach."""
+
+    def __init__(self, root_pid: int, group: Cgroup | None, cap: int | None, interval: float, on_breach):
+        super().__init__(daemon=True, name="sandbox-sampler")
+        self.root_pid = root_pid
+        self.group = group
+        self.cap = cap  # enforce (rlimit mode) when set
+        self.interval = interval
+        self.on_breach = on_breach
+        self.peak_rss = 0
+        self.breached = False
+        self.seen: dict[int, float] = {}  # pid -> create_time
+        self.cpu: dict[int, float] = {}  # pid -> last seen user+system seconds
+        self._halt = threading.Event()
+
+    def tree(self) -> list[psutil.Process]:
+        procs: dict[int, psutil.Process] = {}
+        pids = self.group.pids() if self.group is not None else []
+        for pid in pids:
+            try:
+                procs[pid] = psutil.Process(pid)
+            except psutil.Error:
+                pass
+        try:
+            root = psutil.Process(self.root_pid)
+            procs[root.pid] = root
+            for child in root.children(recursive=True):
+                procs[child.pid] = child
+        except psutil.Error:
+            pass
+        for pid, created in list(self.seen.items()):  # re-parented escapees
+            if pid not in procs:
+                try:
+                    proc = psutil.Process(pid)
+                    if proc.create_time() == created:
+                        procs[pid] = proc
+                        for child in proc.children(recursive=True):
+                            procs[child.pid] = child
+                except psutil.Error:
+                    pass
+        return list(procs.values())
+
+    def sample(self) -> int:
+        total = 0
+        for proc in self.tree():
+            try:
+                with proc.oneshot():
+                    if proc.pid not in self.seen:
+                        self.seen[proc.pid] = proc.create_time()
+                    total += proc.memory_info().rss
+                    times = proc.cpu_times()
+                    self.cpu[proc.pid] = times.user + times.system
+            except psutil.Error:
+                pass
+        self.peak_rss = max(self.peak_rss, total)
+        return total
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            total = self.sample()
+            if self.cap is not None and total > self.cap and not self.breached:
+                self.breached = True
+                self.on_breach()
+            self._halt.wait(self.interval)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=5)
+
+
+def _token_holders(token: str) -> list[psutil.Process]:
+    """Processes whose environment carries this run's token (descendants that escaped the tree)."""
+    found = []
+    me = os.getpid()
+    for proc in psutil.process_iter():
+        if proc.pid == me:
+            continue
+        try:
+            if proc.environ().get(TOKEN_ENV) == token:
+                found.append(proc)
+        except (psutil.Error, OSError):
+            pass
+    return found
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def kill_everything(child_pid: int, sampler: TreeSampler, group: Cgroup | None, token: str,
+                    settle_seconds: float = 5.0) -> int:
+    """SIGKILL the child's group, cgroup, every process seen in its tree and every token holder.
+
+    Returns how many processes other than the direct child had to be killed.
+    """
+    killed: set[int] = set()
+    deadline = time.monotonic() + settle_seconds
+    scan_env = True
+    while True:
+        if group is not None:
+            for pid in group.pids():
+                killed.add(pid)
+            group.kill_all()
+        try:
+            os.killpg(child_pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        victims = sampler.tree()
+        if scan_env:
+            victims += _token_holders(token)
+        for proc in victims:
+            if proc.pid == os.getpid():
+                continue
+            try:
+                proc.kill()
+                killed.add(proc.pid)
+            except psutil.Error:
+                pass
+        time.sleep(0.02)
+        remaining = [p for p in sampler.tree() + _token_holders(token) if p.pid != child_pid and _alive(p)]
+        if group is not None:
+            remaining += [psutil.Process(pid) for pid in group.pids() if psutil.pid_exists(pid)]
+        remaining = [p for p in remaining if _alive(p)]
+        if not remaining or time.monotonic() > deadline:
+            break
+        scan_env = True
+    killed.discard(child_pid)
+    return len(killed)
+
+
+# ----------------------------------------------------------------------------- environment
+def child_environment(private: Path, cpus: int, token: str) -> dict[str, str]:
+    """The child's whole environment: a whitelist, private HOME/TMPDIR, one-thread settings."""
+    env = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.setdefault("LANG", "C.UTF-8")
+    env.update(HOME=str(private), TMPDIR=str(private), MPLCONFIGDIR=str(private / ".matplotlib"),
+               MPLBACKEND="Agg", TF_CPP_MIN_LOG_LEVEL="2", PYTHONDONTWRITEBYTECODE="1")
+    env.update({name: str(cpus) for name in THREAD_ENV})
+    env[TOKEN_ENV] = token
+    return env
+
+
+def choose_cpus(n: int) -> list[int]:
+    """The CPUs the child may use: the first `n` of the ones this process may use."""
+    return sorted(os.sched_getaffinity(0))[:n]
+
+
+def _read_tail(path: Path, limit: int = LOG_TAIL_BYTES) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - limit))
+            data = fh.read()
+    except OSError:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    return text if size <= limit else f"[... {size - limit} bytes cut ...]\n{text}"
+
+
+def _write_frame(frame: pd.DataFrame | str | os.PathLike, dst: Path) -> str:
+    """Put an input frame into the private directory as parquet (copying files as they are)."""
+    if isinstance(frame, pd.DataFrame):
+        frame.to_parquet(dst)
+    else:
+        shutil.copyfile(frame, dst)
+    return str(dst)
+
+
+# ----------------------------------------------------------------------------- the run
+def run_pickle(
+    pickle_path: str | os.PathLike,
+    live: pd.DataFrame | str | os.PathLike,
+    *,
+    benchmarks: pd.DataFrame | str | os.PathLike | None = None,
+    limits: SandboxLimits | None = None,
+    profile: str = "numerai",
+    interpreter: str | None = None,
+    output_dir: str | os.PathLike | None = None,
+) -> SandboxOutcome:
+    """Run `pickle_path` on `live` in a sandboxed child and return what happened.
+
+    `output_dir` (default: a new temporary directory) receives `predictions.csv` and `child.log`;
+    the child's private working directory is removed before this returns.
+    """
+    limits = limits or SandboxLimits()
+    if profile not in ("numerai", "forecast"):
+        raise ValueError(f"profile must be 'numerai' or 'forecast', got {profile!r}")
+    if not Path(pickle_path).is_file():
+        raise FileNotFoundError(f"predict.pkl {str(pickle_path)!r} does not exist")
+    out_dir = Path(output_dir or tempfile.mkdtemp(prefix="numerai-sandbox-out-"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    net = network_method(limits.network)
+    cpus = choose_cpus(limits.cpus)
+    token = uuid.uuid4().hex
+    private = Path(tempfile.mkdtemp(prefix="numerai-sandbox-"))
+    os.chmod(private, 0o700)
+    group = None if limits.memory_enforcement == "rlimit" else Cgroup.create(limits, cpus)
+    try:
+        mem_method = memory_method(limits.memory_enforcement, group)
+        spec = {
+            "pickle": _write_frame(pickle_path, private / "predict.pkl"),  # a plain file copy
+            "live": _write_frame(live, private / "live.parquet"),
+            "benchmarks": _write_frame(benchmarks, private / "benchmarks.parquet") if benchmarks is not None else None,
+            "output": str(private / "predictions.csv"),
+            "result": str(private / "result.json"),
+            "profile": profile,
+            "blocked": list(BLOCKED_MODULES),
+            "net_guard": net == "guard",
+            "cpus": cpus,
+            "rlimit_as": limits.memory_bytes if group is None else None,
+        }
+        (private / "spec.json").write_text(json.dumps(spec))
+        script = private / "child.py"
+        shutil.copyfile(CHILD_SCRIPT, script)
+        return _execute(spec, script, private, out_dir, limits, group, net, mem_method, token,
+                        interpreter or sys.executable)
+    finally:
+        if group is not None:
+            group.remove()
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def _launch_command(script: Path, private: Path, group: Cgroup | None, net: str, interpreter: str) -> list[str]:
+    cmd = [interpreter, "-I", "-X", "utf8", str(script), str(private / "spec.json")]
+    if net == "namespace":
+        cmd = [shutil.which("unshare"), "--net", "--"] + cmd
+    if group is not None:
+        # Join the cgroup before exec, so nothing of the model ever runs outside it.
+        joins = "; ".join(f'echo $$ > "{p}"' for p in group.proc_files())
+        cmd = ["/bin/sh", "-c", f'{joins} && exec "$@"', "sandbox"] + cmd
+    return cmd
+
+
+def _execute(spec, script, private, out_dir, limits, group, net, mem_method, token, interpreter) -> SandboxOutcome:
+    log_path = out_dir / "child.log"
+    env = child_environment(private, limits.cpus, token)
+    breach = threading.Event()
+    start = time.monotonic()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            _launch_command(script, private, group, net, interpreter), cwd=private, env=env,
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            close_fds=True,
+        )
+    sampler = TreeSampler(proc.pid, group, limits.memory_bytes if group is None else None,
+                          limits.sample_interval, on_breach=lambda: _breach(proc.pid, group, breach))
+    sampler.start()
+    timed_out = oom = False
+    status_word, rusage = None, None
+    try:
+        while True:
+            pid, status_word, rusage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if breach.is_set() or (group is not None and group.oom_kills() > 0):
+                oom = True
+                break
+            if time.monotonic() - start > limits.timeout_seconds:
+                timed_out = True
+                break
+            time.sleep(0.01)
+    finally:
+        wall = time.monotonic() - start
+        sampler.sample()
+        stragglers = kill_everything(proc.pid, sampler, group, token)
+        if status_word is None or not pid:
+            _, status_word, rusage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status_word)
+        sampler.stop()
+    if group is not None and group.oom_kills() > 0:
+        oom = True
+    cpu = rusage.ru_utime + rusage.ru_stime
+    cpu = max(cpu, sum(sampler.cpu.values()))
+    if group is not None and group.cpu_seconds() is not None:
+        cpu = group.cpu_seconds()
+    peak_rss = sampler.peak_rss
+    peak = max(peak_rss, group.peak() if group is not None else 0)
+    result = _read_result(private / "result.json")
+    predictions = None
+    if (private / "predictions.csv").exists() and result.get("status") == "ok":
+        predictions = str(out_dir / "predictions.csv")
+        shutil.copyfile(private / "predictions.csv", predictions)
+    status, reason, message = _verdict(result, proc.returncode, timed_out, oom, limits, peak, wall)
+    return SandboxOutcome(
+        status=status, reason=reason, message=message, stage=result.get("stage", "start"),
+        predictions_csv=predictions if status == "ok" else None, log=_read_tail(log_path),
+        exit_code=proc.returncode, wall_seconds=round(wall, 3), cpu_seconds=round(cpu, 3),
+        peak_memory_bytes=int(peak), peak_rss_bytes=int(peak_rss), network_isolation=net,
+        memory_enforcement=mem_method, network_attempts=list(result.get("network_attempts", [])),
+        checks=list(result.get("checks", [])), stragglers_killed=stragglers,
+        traceback=result.get("traceback"),
+    )
+
+
+def _breach(pid: int, group: Cgroup | None, flag: threading.Event) -> None:
+    """Kill the tree at once from the sampler thread (the main loop then reports `oom`)."""
+    flag.set()
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    if group is not None:
+        group.kill_all()
+
+
+def _read_result(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _verdict(result: dict, exit_code: int | None, timed_out: bool, oom: bool, limits: SandboxLimits,
+             peak: int, wall: float) -> tuple[str, str | None, str]:
+    """(status, reason, message) from the child's own report and what the parent observed."""
+    stage = result.get("stage", "start")
+    if timed_out:
+        return "failed", "timeout", f"killed after {wall:.1f}s (limit {limits.timeout_seconds:g}s) during {stage}"
+    if oom:
+        return "failed", "oom", (f"the process tree exceeded {limits.memory_bytes / GIB:.2f} GiB "
+                                 f"(peak observed {peak / GIB:.2f} GiB) during {stage}; killed")
+    status = result.get("status")
+    if result.get("final") and status in ("ok", "failed", "error") and (status != "ok" or exit_code == 0):
+        return status, result.get("reason"), result.get("message", "")
+    if exit_code is not None and exit_code < 0:
+        return "failed", "crash", f"the child died from signal {signal.Signals(-exit_code).name} during {stage}"
+    return "failed", "crash", f"the child exited with code {exit_code} during {stage} without a report"
