@@ -769,30 +769,31 @@ def _check_normal(mu: float, sd: float, name: str) -> None:
 
 
 def js_divergence_normal(
-    mu1: float, sd1: float, mu2: float, sd2: float, *, n_grid: int = 4001, base: float = np.e
+    mu1: float, sd1: float, mu2: float, sd2: float, *, n_grid: int = 201, base: float = np.e
 ) -> float:
     """Jensen-Shannon divergence between N(mu1, sd1^2) and N(mu2, sd2^2).
 
     JS = KL(P || M) / 2 + KL(Q || M) / 2 with M the equal mixture. It has no closed form for
-    normals, so it is integrated numerically (trapezoid rule) on the union of two grids of
-    ``n_grid`` points spanning +-12 standard deviations around each mean, which resolves both
-    densities even when one is much narrower. Natural log by default (0 .. ln 2); ``base=2``
+    normals, so it is integrated numerically: composite 8-point Gauss-Legendre quadrature on the
+    cells of a grid made of ``n_grid`` points spanning +-12 standard deviations around each mean
+    (the union of both), which resolves both densities even when one is much narrower; it agrees
+    with adaptive quadrature to about 1e-15. Natural log by default (0 .. ln 2); ``base=2``
     gives bits (0 .. 1)."""
-    from scipy.integrate import trapezoid
-
     _check_normal(mu1, sd1, "1")
     _check_normal(mu2, sd2, "2")
-    if n_grid < 101:
-        raise ScoringError(f"n_grid must be at least 101, got {n_grid}")
-    x = np.unique(
+    if n_grid < 11:
+        raise ScoringError(f"n_grid must be at least 11, got {n_grid}")
+    edges = np.unique(
         np.concatenate(
             [np.linspace(mu1 - 12 * sd1, mu1 + 12 * sd1, n_grid), np.linspace(mu2 - 12 * sd2, mu2 + 12 * sd2, n_grid)]
         )
     )
+    nodes, weights = np.polynomial.legendre.leggauss(8)
+    mid, half = (edges[1:] + edges[:-1]) / 2, (edges[1:] - edges[:-1]) / 2
+    x = mid[:, None] + half[:, None] * nodes
     log_p = norm.logpdf(x, mu1, sd1)
     log_q = norm.logpdf(x, mu2, sd2)
     log_m = np.logaddexp(log_p, log_q) - np.log(2.0)
-    p, q = np.exp(log_p), np.exp(log_q)
-    integrand = 0.5 * p * (log_p - log_m) + 0.5 * q * (log_q - log_m)
-    js = float(trapezoid(integrand, x)) / np.log(base)
+    integrand = 0.5 * np.exp(log_p) * (log_p - log_m) + 0.5 * np.exp(log_q) * (log_q - log_m)
+    js = float(np.sum(half[:, None] * weights * integrand)) / np.log(base)
     return float(min(max(js, 0.0), np.log(2.0) / np.log(base)))
