@@ -52,10 +52,10 @@ BENCHMARK_COLUMNS = ("bench_small_nomi20", "bench_all_nomi20", "bench_all_nomi60
 # Planted structure (tuned so a ridge fit on ~100k rows reaches a mean validation corr of a few
 # percent, the noiseless signal clearly more, and burn eras are negative for the average model).
 BURN_FRACTION = 0.2
-REVERSED_WEIGHT_SHARE = 0.8  # share of the squared signal weight that flips in burn eras
+REVERSED_WEIGHT_SHARE = 0.9  # share of the squared signal weight that flips in burn eras
 DRIFT_SCALE = 0.35  # era-to-era weight drift, relative to the base weights
 DRIFT_PERSISTENCE = 0.9  # AR(1) coefficient of the drift across eras
-NONLINEAR = {False: 0.25, True: 0.9}  # weight of the nonlinear term: normal / burn eras
+NONLINEAR = {False: 0.25, True: 0.6}  # weight of the nonlinear term: normal / burn eras
 LOADING_RANGE = (0.15, 0.55)  # feature loadings on their group factor in normal eras
 BURN_LOADING_SHIFT = 0.3  # burn eras: loadings + this (features co-move more)
 NOISE_SCALE = 10.0  # per-row noise sd relative to the unit-variance signal
@@ -85,8 +85,8 @@ class SyntheticParams:
                 raise DataError(f"{name} must be an integer >= 1, got {value!r}")
         if self.eras_train + self.eras_validation + 1 > MAX_ERAS:
             raise DataError(
-                f"eras_train + eras_validation must be < {MAX_ERAS} (eras are 4-digit strings), "
-                f"got {self.eras_train} + {self.eras_validation}"
+                f"the number of eras (train + validation + 1 live) must be <= {MAX_ERAS} (eras are "
+                f"4-digit strings), got {self.eras_train} + {self.eras_validation} + 1"
             )
         if not isinstance(self.rows_per_era, (int, np.integer)) or self.rows_per_era < 20:
             raise DataError(f"rows_per_era must be an integer >= 20 (5 % target buckets), got {self.rows_per_era!r}")
