@@ -31,3 +31,13 @@ def tracking_uri(tmp_path, monkeypatch):
     yield uri
     if mlflow.active_run():
         mlflow.end_run()
+
+
+@pytest.fixture(scope="session")
+def dashboard_store(tmp_path_factory):
+    """(tracking URI, what was logged): a store filled the way the project's entry points and
+    registry fill it, shared by the dashboard's tests (see tests/dashboard_store.py)."""
+    from dashboard_store import fill_contract_store
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('dashboard') / 'mlflow.db'}"
+    return uri, fill_contract_store(uri)

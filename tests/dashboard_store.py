@@ -1,0 +1,245 @@
+"""Fill a tracking store the way the project's entry points do (docs/ARCHITECTURE.md, "MLflow
+conventions"), for the dashboard's tests and benchmark.
+
+`fill_contract_store` logs through MLflow's own client with exactly the contract's tag, metric
+and artifact names, and returns what it logged so tests compare the pages against it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+PRIORS = ("uniform", "normal", "laplace")
+
+
+@dataclass
+class Logged:
+    """What the fixture wrote, by role."""
+
+    baseline: str = ""
+    keras: list[str] = field(default_factory=list)
+    bnn: dict[str, str] = field(default_factory=dict)  # prior -> run id
+    study: str = ""
+    varmax: str = ""
+    per_era: dict[str, pd.DataFrame] = field(default_factory=dict)  # run id -> per-era corr table
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # run id -> metrics
+    keras_history: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    members: dict[str, pd.DataFrame] = field(default_factory=dict)
+    bnn_per_era: dict[str, pd.DataFrame] = field(default_factory=dict)
+    js: pd.DataFrame | None = None
+    forecast: pd.DataFrame | None = None
+    order_search: pd.DataFrame | None = None
+    versions: dict[tuple[str, int], dict] = field(default_factory=dict)
+
+
+def _log_csv(client, run_id: str, df: pd.DataFrame, artifact_path: str, index: bool = False) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / Path(artifact_path).name
+        df.to_csv(local, index=index)
+        parent = str(Path(artifact_path).parent)
+        client.log_artifact(run_id, str(local), None if parent == "." else parent)
+
+
+def _log_text(client, run_id: str, text: str, artifact_path: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / Path(artifact_path).name
+        local.write_text(text)
+        parent = str(Path(artifact_path).parent)
+        client.log_artifact(run_id, str(local), None if parent == "." else parent)
+
+
+def _eval_metrics(corr: np.ndarray) -> dict[str, float]:
+    cum = np.cumsum(corr)
+    return {
+        "numerai_corr_mean": float(corr.mean()),
+        "numerai_corr_std": float(corr.std(ddof=1)),
+        "numerai_corr_sharpe": float(corr.mean() / corr.std(ddof=1)),
+        "numerai_corr_max_drawdown": float((np.maximum.accumulate(cum) - cum).max()),
+        "max_feature_exposure": 0.21,
+    }
+
+
+def _eval(client, run_id: str, rng: np.random.Generator, shift: float, logged: Logged, eras: int) -> None:
+    """What the `numerai` evaluator logs: summary metrics and per_era_corr.csv."""
+    corr = rng.normal(shift, 0.02, eras)
+    per_era = pd.DataFrame({"era": [f"{i:04d}" for i in range(1, eras + 1)], "target": corr})
+    _log_csv(client, run_id, per_era, "numerai_eval/per_era_corr.csv")
+    metrics = _eval_metrics(corr)
+    for k, v in metrics.items():
+        client.log_metric(run_id, k, v)
+    logged.per_era[run_id] = per_era
+    logged.metrics.setdefault(run_id, {}).update(metrics)
+
+
+def _start(client, exp_id: str, name: str, family: str, parent: str | None = None) -> str:
+    tags = {"numerai.family": family, "mlflow_numerai.version": "0.1.0", "mlflow_numerai.python": "3.11"}
+    if parent:
+        tags["mlflow.parentRunId"] = parent
+    return client.create_run(exp_id, run_name=name, tags=tags).info.run_id
+
+
+def register(client, name: str, run_id: str) -> int:
+    """A registered version of the run's `model` artifact."""
+    try:
+        client.create_registered_model(name)
+    except Exception:
+        pass  # already there
+    mv = client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id)
+    return int(mv.version)
+
+
+def fill_contract_store(tracking_uri: str, *, eras: int = 12, n_members: int = 200, seed: int = 0) -> Logged:
+    """Baseline, 2 Keras, a BNN study (3 priors), a VARMAX run, and registered versions in every
+    upload state, logged following the contract."""
+    from mlflow.tracking import MlflowClient
+
+    from mlflow_numerai.registry import RegistryRecorder, promote
+    from mlflow_numerai.sandbox.states import UploadStateMachine
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    rng = np.random.default_rng(seed)
+    exp_id = client.create_experiment("numerai-dashboard-test")
+    logged = Logged()
+
+    # baseline
+    run = logged.baseline = _start(client, exp_id, "baseline-ridge", "baseline")
+    _eval(client, run, rng, 0.01, logged, eras)
+    _log_text(client, run, "model", "model/MLmodel")
+    client.set_terminated(run)
+
+    # streaming keras: per-epoch metrics
+    for i, (name, epochs) in enumerate((("keras-a", 4), ("keras-b", 3))):
+        run = _start(client, exp_id, name, "keras_stream")
+        hist = {
+            "loss": list(0.06 - 0.005 * np.arange(epochs) - 0.001 * i),
+            "val_loss": list(0.062 - 0.003 * np.arange(epochs)),
+            "val_corr_mean": list(0.01 + 0.004 * np.arange(epochs) * (1 if i == 0 else -0.5)),
+            "val_corr_sharpe": list(0.4 + 0.1 * np.arange(epochs)),
+            "rows_per_sec": list(1_000_000 + 10_000 * np.arange(epochs) + 500_000 * i),
+        }
+        for key, values in hist.items():
+            for step, v in enumerate(values):
+                client.log_metric(run, key, float(v), step=step)
+        _eval(client, run, rng, 0.015, logged, eras)
+        _log_text(client, run, "model", "model/MLmodel")
+        client.set_terminated(run)
+        logged.keras.append(run)
+        logged.keras_history[run] = hist
+
+    # Bayesian NN study: parent + one nested run per prior
+    study = logged.study = _start(client, exp_id, "bnn-study", "bnn_study")
+    aucs = {"uniform": 0.468, "normal": 0.601, "laplace": 0.625}
+    dists = {}
+    for j, prior in enumerate(PRIORS):
+        run = _start(client, exp_id, f"bnn-{prior}", "bayes_nn", parent=study)
+        client.log_param(run, "prior", prior)
+        client.log_param(run, "hidden", "128,64,64")
+        client.log_param(run, "target_model", "single")
+        members = pd.DataFrame({"corr_mean": rng.normal(0.012 + 0.001 * j, 0.003, n_members),
+                                "sharpe": rng.normal(0.5, 0.1, n_members)})
+        ens_corr = float(members["corr_mean"].mean() + 0.004)
+        ens_sharpe = float(members["sharpe"].mean() + 0.05)
+        era_corr = rng.normal(ens_corr, 0.02, eras)
+        per_era = pd.DataFrame({
+            "era": [f"{i:04d}" for i in range(1, eras + 1)],
+            "ensemble_corr": era_corr,
+            "uncertainty": rng.uniform(0.1, 0.2, eras),
+            "burn": era_corr < 0,
+        })
+        metrics = {
+            "ensemble_corr_mean": ens_corr,
+            "ensemble_sharpe": ens_sharpe,
+            "member_corr_mean_mean": float(members["corr_mean"].mean()),
+            "member_corr_mean_std": float(members["corr_mean"].std()),
+            "member_sharpe_mean": float(members["sharpe"].mean()),
+            "member_sharpe_std": float(members["sharpe"].std()),
+            "burn_auc": aucs[prior],
+            "n_burn_eras": float(per_era["burn"].sum()),
+        }
+        for k, v in metrics.items():
+            client.log_metric(run, k, v)
+        fpr = np.linspace(0, 1, 6)
+        _log_csv(client, run, members, "bnn/members.csv")
+        _log_csv(client, run, per_era, "bnn/per_era.csv")
+        _log_csv(client, run, pd.DataFrame({"fpr": fpr, "tpr": np.sqrt(fpr)}), "bnn/roc.csv")
+        _log_text(client, run, "model", "model/MLmodel")
+        client.set_terminated(run)
+        logged.bnn[prior] = run
+        logged.metrics[run] = metrics
+        logged.members[run] = members
+        logged.bnn_per_era[run] = per_era
+        dists[prior] = (metrics["member_corr_mean_mean"], metrics["member_corr_mean_std"])
+    js = pd.DataFrame(
+        [[abs(dists[a][0] - dists[b][0]) * 10 for b in PRIORS] for a in PRIORS], index=list(PRIORS), columns=list(PRIORS)
+    )
+    _log_csv(client, study, js, "bnn/js_divergence.csv", index=True)
+    client.set_terminated(study)
+    logged.js = js
+
+    # VARMAX: parent with the winner's artifacts, candidates nested
+    run = logged.varmax = _start(client, exp_id, "varmax-macro", "varmax")
+    client.log_param(run, "criterion", "aic")
+    search = pd.DataFrame({
+        "p": [1, 1, 2, 2], "q": [0, 1, 0, 1],
+        "aic": [100.5, 98.25, 97.0, 99.75], "bic": [110.0, 109.0, 108.5, 112.0], "hqic": [104.0, 103.0, 102.0, 105.0],
+        "test_rmse": [0.9, 0.8, 0.7, 0.85], "fit_seconds": [0.1, 0.2, 0.3, 0.4], "converged": [True, True, True, False],
+    })
+    for _, r in search.iterrows():
+        child = _start(client, exp_id, f"varmax-p{r.p}-q{r.q}", "varmax", parent=run)
+        client.log_metric(child, "aic", float(r.aic))
+        client.set_terminated(child)
+    periods = [f"2008Q{q}" for q in range(1, 5)] + [f"2009Q{q}" for q in range(1, 5)]
+    forecast = pd.DataFrame({"period": periods})
+    for var, level in (("realgdp", 13000.0), ("realcons", 9000.0)):
+        actual = level + rng.normal(0, 50, len(periods)).cumsum()
+        fc = actual + rng.normal(0, 30, len(periods))
+        forecast[f"{var}_actual"] = actual
+        forecast[f"{var}_forecast"] = fc
+        forecast[f"{var}_lower"] = fc - 60
+        forecast[f"{var}_upper"] = fc + 60
+    _log_csv(client, run, search, "varmax/order_search.csv")
+    _log_csv(client, run, forecast, "varmax/test_forecast.csv")
+    _log_text(client, run, "model", "model/MLmodel")
+    client.set_terminated(run)
+    logged.order_search, logged.forecast = search, forecast
+
+    # Registry: versions in every upload state, recorded through the project's registry API
+    def validation_run(name: str, version: int, log: str, corr: float | None) -> str:
+        run = client.create_run(exp_id, run_name=f"validate models:/{name}/{version}",
+                                tags={"numerai.validation.model_name": name,
+                                      "numerai.validation.model_version": str(version)}).info.run_id
+        _log_text(client, run, log, "numerai_upload/child_live.log")
+        if corr is not None:
+            client.log_metric(run, "validation_corr_mean", corr)
+        client.set_terminated(run)
+        return run
+
+    specs = [
+        ("numerai-baseline", logged.baseline, [("Running", None), ("Validating", None), ("Success", None)], "rows=120 ok\n", 0.0123),
+        ("numerai-baseline", logged.baseline, [("Running", None), ("Failed", "invalid_output:range")],
+         "check range: 7 values above 1.0 (max 1.5)\n", None),
+        ("numerai-bnn", logged.bnn["laplace"], [("Running", None), ("Error", "validator")], None, None),
+        ("numerai-bnn", logged.bnn["normal"], [("Running", None)], None, None),
+        ("numerai-keras", logged.keras[0], None, None, None),
+    ]
+    for name, run_id, states, log, corr in specs:
+        version = register(client, name, run_id)
+        info = {"run_id": run_id, "state": None, "reason": None, "history": [], "validation_run": None, "corr": corr}
+        if states is not None:
+            recorder = RegistryRecorder(name, version, client)
+            machine = UploadStateMachine(recorder)
+            if log is not None:
+                info["validation_run"] = validation_run(name, version, log, corr)
+                recorder.link_run(info["validation_run"])
+            machine.to("Pending")
+            for state, reason in states:
+                machine.to(state, reason, f"{state} message" if reason else "")
+            info.update(state=machine.state, reason=machine.reason, history=machine.history_dicts())
+        logged.versions[(name, version)] = info
+    promote("numerai-baseline", 1, "champion", client=client)
+    return logged
