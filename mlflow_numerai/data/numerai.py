@@ -119,7 +119,10 @@ def download_numerai(
     with atomic_directory(out, overwrite=overwrite) as tmp:
         for name in tqdm(names, desc=f"numerai {version}", unit="file", disable=not progress):
             dest = tmp / name
-            client.download_dataset(f"{version}/{name}", dest_path=str(dest))
+            try:
+                client.download_dataset(f"{version}/{name}", dest_path=str(dest))
+            except Exception as exc:  # network or API errors from numerapi
+                raise DownloadError(f"download of {version}/{name} failed: {exc}") from exc
             if not dest.exists():
                 raise DownloadError(f"download of {version}/{name} produced no file")
         check_downloaded(tmp)
