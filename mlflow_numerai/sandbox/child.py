@@ -165,8 +165,8 @@ def main(spec_path: str) -> None:
     try:
         import pandas as pd
 
-        live = pd.read_parquet(_spec["live"])
-        benchmarks = pd.read_parquet(_spec["benchmarks"]) if _spec.get("benchmarks") else None
+        live = pd.read_pickle(_spec["live"])  # written by the parent, trusted
+        benchmarks = pd.read_pickle(_spec["benchmarks"]) if _spec.get("benchmarks") else None
     except BaseException as exc:  # the runtime or the inputs, not the model
         _finish("error", "runtime", f"could not load the inputs: {exc!r}", exc)
     _stage("unpickle")
