@@ -226,28 +226,37 @@ def pickled_modules(data: bytes) -> set[str]:
     return modules
 
 
-@functools.lru_cache(maxsize=1)
-def _distributions() -> dict[str, list[str]]:
+# Top-level module -> distribution names to try, where they differ (the rest: the module name).
+_DISTRIBUTIONS = {
+    "sklearn": ("scikit-learn",),
+    "tensorflow": ("tensorflow", "tensorflow-cpu"),
+    "pyro": ("pyro-ppl",),
+    "yaml": ("PyYAML",),
+    "PIL": ("pillow",),
+    "cv2": ("opencv-python", "opencv-python-headless"),
+}
+
+
+@functools.lru_cache(maxsize=256)
+def _distribution_version(top: str) -> tuple[str, str] | None:
+    """(distribution, version) of the installed package providing module `top`, if any."""
     import importlib.metadata
 
-    return importlib.metadata.packages_distributions()
+    for dist in _DISTRIBUTIONS.get(top, (top,)):
+        try:
+            return dist.lower().replace("_", "-"), importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def requirements_of(modules: set[str]) -> dict[str, str]:
     """{distribution: version} of the installed third-party packages behind `modules`, plus
     cloudpickle, numpy and pandas."""
-    import importlib.metadata
-
     tops = {m.split(".")[0] for m in modules} | set(BASE_REQUIREMENTS)
     tops -= set(sys.stdlib_module_names) | {"builtins", "__main__", "mlflow_numerai"}
-    found: dict[str, str] = {}
-    for top in sorted(tops):
-        for dist in _distributions().get(top, []):
-            try:
-                found[dist.replace("_", "-").lower()] = importlib.metadata.version(dist)
-            except importlib.metadata.PackageNotFoundError:
-                continue
-    return found
+    found = dict(filter(None, (_distribution_version(top) for top in sorted(tops))))
+    return dict(sorted(found.items()))
 
 
 # --------------------------------------------------------------------------- output contract
