@@ -283,3 +283,13 @@ def test_plan_is_deterministic():
     np.testing.assert_array_equal(a.weights_20["nomi"], b.weights_20["nomi"])
     assert a.feature_sets == b.feature_sets
     assert len(a.feature_sets["small"]) == 40 and len(a.feature_sets["all"]) == 240
+
+
+def test_bins_are_exact_even_with_ties():
+    values = np.array([[0.0] * 6 + [1.0] * 4, np.arange(10.0)[::-1]])
+    bins = synthetic.equal_bins(values)
+    assert (np.stack([np.bincount(r, minlength=5) for r in bins]) == 2).all()
+    np.testing.assert_array_equal(bins[0], [0, 0, 1, 1, 2, 2, 3, 3, 4, 4])  # ties split by position
+    np.testing.assert_array_equal(bins[1], [4, 4, 3, 3, 2, 2, 1, 1, 0, 0])
+    buckets = synthetic.shares_bins(np.arange(100.0)[None, :], synthetic.BUCKET_SHARES)[0]
+    np.testing.assert_array_equal(np.bincount(buckets), [5, 20, 50, 20, 5])
