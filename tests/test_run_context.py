@@ -13,6 +13,23 @@ import mlflow_numerai
 from mlflow_numerai.plugins import run_context
 
 
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One SQLite store for this module (creating one runs MLflow's migrations: slow)."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('ctx') / 'mlflow.db'}"
+    mlflow.MlflowClient(tracking_uri=uri).search_experiments()
+    return uri
+
+
+@pytest.fixture()
+def tracking(store, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    mlflow.set_tracking_uri(store)
+    monkeypatch.delenv(run_context.DATA_VERSION_ENV, raising=False)
+    monkeypatch.delenv(run_context.FEATURE_SET_ENV, raising=False)
+    return store
+
+
 def _tags(run_id: str) -> dict[str, str]:
     return mlflow.MlflowClient().get_run(run_id).data.tags
 
@@ -24,9 +41,7 @@ def test_provider_is_registered_through_the_entry_point():
     assert run_context.NumeraiRunContextProvider in providers
 
 
-def test_start_run_gets_version_and_python_tags(tracking_uri, monkeypatch):
-    monkeypatch.delenv(run_context.DATA_VERSION_ENV, raising=False)
-    monkeypatch.delenv(run_context.FEATURE_SET_ENV, raising=False)
+def test_start_run_gets_version_and_python_tags(tracking):
     with mlflow.start_run() as run:
         pass
     tags = _tags(run.info.run_id)
@@ -35,9 +50,7 @@ def test_start_run_gets_version_and_python_tags(tracking_uri, monkeypatch):
     assert "numerai.data_version" not in tags and "numerai.feature_set" not in tags
 
 
-def test_data_version_and_feature_set_when_known(tracking_uri, monkeypatch):
-    monkeypatch.delenv(run_context.DATA_VERSION_ENV, raising=False)
-    monkeypatch.delenv(run_context.FEATURE_SET_ENV, raising=False)
+def test_data_version_and_feature_set_when_known(tracking):
     run_context.set_run_context(data_version="synthetic-abc123", feature_set="medium")
     with mlflow.start_run() as run:
         pass
@@ -57,13 +70,13 @@ def test_blank_env_values_are_not_tagged(monkeypatch):
 
 
 @pytest.mark.e2e
-def test_fresh_process_picks_up_the_plugin(tmp_path):
+def test_fresh_process_picks_up_the_plugin(tracking):
     # a new interpreter: nothing imported by hand, only the installed entry point
     code = textwrap.dedent(
         f"""
         import os, mlflow
         os.environ["MLFLOW_NUMERAI_FEATURE_SET"] = "all"
-        mlflow.set_tracking_uri("sqlite:///{tmp_path / 'mlflow.db'}")
+        mlflow.set_tracking_uri("{tracking}")
         with mlflow.start_run() as run:
             pass
         tags = mlflow.MlflowClient().get_run(run.info.run_id).data.tags
