@@ -234,7 +234,7 @@ class EpochIterator(Iterator):
             self._put(q, (None, exc, None))
 
     def __next__(self) -> tuple[np.ndarray, np.ndarray]:
-        if self.next_index >= self.plan.steps:
+        if self.next_index >= self.plan.steps or self._stop.is_set():
             self.close()
             raise StopIteration
         q = self._queues[(self.next_index - self._start) % len(self._queues)]
