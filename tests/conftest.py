@@ -37,7 +37,11 @@ def tracking_uri(tmp_path, monkeypatch):
 def dashboard_store(tmp_path_factory):
     """(tracking URI, what was logged): a store filled the way the project's entry points and
     registry fill it, shared by the dashboard's tests (see tests/dashboard_store.py)."""
-    from dashboard_store import fill_contract_store
+    import shutil
 
-    uri = f"sqlite:///{tmp_path_factory.mktemp('dashboard') / 'mlflow.db'}"
-    return uri, fill_contract_store(uri)
+    from dashboard_store import empty_store, fill_contract_store
+
+    db = tmp_path_factory.mktemp("dashboard") / "mlflow.db"
+    empty_store(f"sqlite:///{db}")
+    shutil.copy(db, db.with_name("empty.db"))  # a migrated empty store to copy (migrations are slow)
+    return f"sqlite:///{db}", fill_contract_store(f"sqlite:///{db}")

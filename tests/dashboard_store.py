@@ -93,6 +93,13 @@ def register(client, name: str, run_id: str) -> int:
     return int(mv.version)
 
 
+def empty_store(tracking_uri: str) -> None:
+    """Create the (migrated, empty) MLflow database behind a sqlite `tracking_uri`."""
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri).search_experiments()
+
+
 def fill_contract_store(tracking_uri: str, *, eras: int = 12, n_members: int = 200, seed: int = 0) -> Logged:
     """Baseline, 2 Keras, a BNN study (3 priors), a VARMAX run, and registered versions in every
     upload state, logged following the contract."""

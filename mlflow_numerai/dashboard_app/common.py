@@ -166,9 +166,16 @@ def family_runs(uri: str, families: tuple[str, ...], kind: str, what: str) -> pd
 # ---- small rendering helpers -----------------------------------------------------------------
 
 
+def present(value: object) -> bool:
+    """True for a real value; False for None, NaN and ""."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return False
+    return value != ""
+
+
 def badge(state: str | None) -> str:
     """Markdown for a coloured upload-state badge."""
-    if not state:
+    if not present(state):
         return ":gray-badge[Not validated]"
     return f":{data.STATE_COLORS.get(state, 'gray')}-badge[{state}]"
 

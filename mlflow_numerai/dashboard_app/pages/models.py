@@ -31,9 +31,9 @@ lines = [
 for _, v in versions.iterrows():
     since = v["state_time"].strftime("%Y-%m-%d %H:%M:%S") if pd.notna(v["state_time"]) else "—"
     aliases = " ".join(f"`@{a}`" for a in v["aliases"].split(", ") if a) or "—"
-    reason = f"`{v['upload_reason']}`" if v["upload_reason"] else "—"
+    reason = f"`{v['upload_reason']}`" if ui.present(v["upload_reason"]) else "—"
     lines.append(
-        f"| **{v['name']}** | {v['version']} | {aliases} | {v['family'] or '—'} | {ui.badge(v['upload_state'])} "
+        f"| **{v['name']}** | {v['version']} | {aliases} | {v['family'] if ui.present(v['family']) else '—'} | {ui.badge(v['upload_state'])} "
         f"| {reason} | {since} | {ui.fmt(v['validation_corr_mean'])} | {ui.fmt(v['numerai_corr_mean'])} |"
     )
 st.markdown("\n".join(lines))
@@ -60,9 +60,9 @@ v = versions.iloc[labels.index(choice)]
 left, right = st.columns([2, 3])
 with left:
     st.markdown(f"**{choice}** {ui.badge(v['upload_state'])}")
-    if v["upload_reason"]:
+    if ui.present(v["upload_reason"]):
         st.markdown(f"Failure reason: `{v['upload_reason']}`")
-    if v["upload_message"]:
+    if ui.present(v["upload_message"]):
         st.caption(str(v["upload_message"])[:1000])
     st.markdown(f"Source run: `{v['run_id']}`")
     own = history[(history["name"] == v["name"]) & (history["version"] == v["version"])]
@@ -73,7 +73,7 @@ with left:
         st.table(shown.fillna("—").reset_index(drop=True))
 with right:
     run_id = v["validation_run_id"]
-    if run_id:
+    if ui.present(run_id):
         st.markdown(f"Validation run: `{run_id}`")
         if uri.startswith(("http://", "https://")):
             st.link_button("Open the validation run in MLflow", f"{uri.rstrip('/')}/#/runs/{run_id}")
