@@ -91,16 +91,23 @@ def test_save_load_roundtrip_is_atomic_and_equal(tmp_path, predict, live):
     pd.testing.assert_frame_equal(pd.read_pickle(path)(live), predict(live))
 
 
-def test_package_code_is_pickled_by_value(tmp_path):
-    from mlflow_numerai.families.baseline import make_predict, RidgeFit
-
-    fit = RidgeFit(["feature_00"], np.array([1.0]), 0.0, np.array([0.0]))
-    data = packaging.dumps_predict(make_predict(fit))
-    assert not {m for m in pickled_modules(data) if m.startswith("mlflow_numerai")}
-    # registration is undone after the dump
+def test_package_code_is_pickled_by_value(live):
     import cloudpickle
 
-    assert "mlflow_numerai" not in cloudpickle.list_registry_pickle_by_value()
+    from mlflow_numerai.families.baseline import RidgeFit, ridge_scores
+
+    fit = RidgeFit(list(FEATURES), np.ones(len(FEATURES)), 0.0, np.zeros(len(FEATURES)))
+
+    def predict(live_features):  # uses a module-level function and class of mlflow_numerai
+        scores = ridge_scores(fit, live_features[fit.features].to_numpy())
+        return pd.DataFrame({"prediction": scores}, index=live_features.index).rank(pct=True)
+
+    # control: plain cloudpickle refers to mlflow_numerai by name (needs it installed to load)
+    assert any(m.startswith("mlflow_numerai") for m in pickled_modules(cloudpickle.dumps(predict)))
+    data = packaging.dumps_predict(predict)
+    assert not any(m.startswith("mlflow_numerai") for m in pickled_modules(data))
+    assert "mlflow_numerai" not in cloudpickle.list_registry_pickle_by_value()  # undone after the dump
+    pd.testing.assert_frame_equal(cloudpickle.loads(data)(live), predict(live))
 
 
 @pytest.mark.parametrize(
