@@ -19,6 +19,7 @@ import getpass
 import json
 import re
 import sys
+import time
 from dataclasses import asdict, dataclass
 
 import click
@@ -127,7 +128,9 @@ class RegistryRecorder:
         return self.previous + [t.to_dict() for t in history]
 
     def __call__(self, transition: Transition, history: list[Transition]) -> None:
-        set_tag = self.client.set_model_version_tag
+        def set_tag(*args):
+            _retrying(self.client.set_model_version_tag, *args)
+
         # history first, so a reader that sees the new state also sees its entry
         set_tag(self.name, self.version, HISTORY_TAG, _history_json(self.full_history(history)))
         set_tag(self.name, self.version, REASON_TAG, transition.reason or "")
@@ -138,7 +141,23 @@ class RegistryRecorder:
                            why=f"version {self.version} is {transition.state} ({transition.reason})")
 
     def link_run(self, run_id: str) -> None:
-        self.client.set_model_version_tag(self.name, self.version, VALIDATION_RUN_TAG, run_id)
+        _retrying(self.client.set_model_version_tag, self.name, self.version, VALIDATION_RUN_TAG, run_id)
+
+
+def _retrying(call, *args, attempts: int = 8):
+    """Run a registry write, retrying the transient conflicts of concurrent writers (SQLite's
+    "database is locked", or two writers inserting the same new tag at once)."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            return call(*args)
+        except MlflowException as exc:
+            text = str(exc)
+            transient = "UNIQUE constraint" in text or "IntegrityError" in text or "locked" in text
+            if not transient or attempt == attempts - 1:
+                raise
+            time.sleep(0.02 * (attempt + 1))
 
 
 def _state_of(client, name: str, version: str) -> str | None:
@@ -156,10 +175,8 @@ def revoke_aliases(name: str, version: str, client=None, why: str = "") -> list[
             continue
         previous = model.tags.get(f"{PROMOTION_PREFIX}.{alias}.previous_version")
         _restore_alias(client, name, alias, str(version), previous)
-        client.set_registered_model_tag(
-            name, f"{PROMOTION_PREFIX}.{alias}.revoked",
-            json.dumps({"version": str(version), "time": _now(), "why": why}),
-        )
+        _retrying(client.set_registered_model_tag, name, f"{PROMOTION_PREFIX}.{alias}.revoked",
+                  json.dumps({"version": str(version), "time": _now(), "why": why}))
         taken.append(alias)
     return taken
 
@@ -277,7 +294,7 @@ def promote(name: str, version: str | int, alias: str = "champion", *, min_corr:
     state = _state_of(client, name, version)
     if state != SUCCESS:
         raise PromotionError(f"not promoting {name} version {version}: its upload state changed to {state!r}")
-    client.set_registered_model_alias(name, alias, version)
+    _retrying(client.set_registered_model_alias, name, alias, version)
     state = _state_of(client, name, version)
     if state != SUCCESS:
         now_at = _restore_alias(client, name, alias, version, previous)
@@ -295,10 +312,10 @@ def _audit(client, result: PromotionResult) -> None:
     user = getpass.getuser()
     for key, value in (("alias", result.alias), ("previous_version", result.previous_version or ""),
                        ("time", result.time), ("gates", gates), ("user", user)):
-        client.set_model_version_tag(result.name, result.version, f"{PROMOTION_PREFIX}.{key}", value)
+        _retrying(client.set_model_version_tag, result.name, result.version, f"{PROMOTION_PREFIX}.{key}", value)
     for key, value in (("version", result.version), ("previous_version", result.previous_version or ""),
                        ("time", result.time), ("user", user)):
-        client.set_registered_model_tag(result.name, f"{PROMOTION_PREFIX}.{result.alias}.{key}", value)
+        _retrying(client.set_registered_model_tag, result.name, f"{PROMOTION_PREFIX}.{result.alias}.{key}", value)
 
 
 @click.command("promote")

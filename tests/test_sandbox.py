@@ -373,7 +373,7 @@ def _run(mode, pkl, live_path, args):
     if mode == "api":
         return validate(str(pkl), live=live_path, **_api_kwargs(args)).to_dict()
     result = CliRunner().invoke(validate_cli, [str(pkl), "--live", str(live_path), "--json", *args])
-    report = json.loads(result.output.strip().splitlines()[-1])
+    report = json.loads(result.stdout.strip().splitlines()[-1])
     assert result.exit_code == {SUCCESS: 0, FAILED: 1, ERROR: 2}[report["status"]], result.output
     return report
 
@@ -593,7 +593,7 @@ def test_bad_arguments_exit_2(live_path, tmp_path):
     pkl.write_bytes(good())
     no_live = runner.invoke(validate_cli, [str(pkl), "--live", str(tmp_path / "absent.parquet"), "--json"])
     assert no_live.exit_code == 2
-    assert json.loads(no_live.output)["reason"] == "bad_arguments"
+    assert json.loads(no_live.stdout)["reason"] == "bad_arguments"
     bad_mem = runner.invoke(validate_cli, [str(pkl), "--live", str(live_path), "--memory", "lots"])
     assert bad_mem.exit_code == 2 and "memory" in bad_mem.output
     with pytest.raises(ValidationArgumentError, match="--python"):
