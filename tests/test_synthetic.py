@@ -293,3 +293,37 @@ def test_bins_are_exact_even_with_ties():
     np.testing.assert_array_equal(bins[1], [4, 4, 3, 3, 2, 2, 1, 1, 0, 0])
     buckets = synthetic.shares_bins(np.arange(100.0)[None, :], synthetic.BUCKET_SHARES)[0]
     np.testing.assert_array_equal(np.bincount(buckets), [5, 20, 50, 20, 5])
+
+
+KILLED_CHILD = """
+import sys, time
+from mlflow_numerai.data import synthetic
+real = synthetic.generate_era
+def slow(plan, i):
+    if i == 5:
+        print("era 5", flush=True)
+        time.sleep(60)
+    return real(plan, i)
+synthetic.generate_era = slow
+synthetic.generate_synthetic(sys.argv[1], eras_train=6, eras_validation=4, rows_per_era=50, n_features=12, progress=False)
+"""
+
+
+def test_killed_run_leaves_no_complete_directory_and_is_cleaned_up(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    child = subprocess.Popen([sys.executable, "-c", KILLED_CHILD, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "era 5"  # mid-run, files open
+    finally:
+        child.kill()
+        child.wait()
+    assert not out.exists()
+    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".out.tmp-")]
+    assert len(leftovers) == 1 and not (leftovers[0] / "metadata.json").exists()
+    with pytest.raises(DataError, match="does not exist"):
+        read_split(out, "train")
+    generate_synthetic(out, **TINY)  # the next run removes the dead writer's temporary directory
+    assert siblings(out) == ["out"]

@@ -39,7 +39,8 @@ def atomic_directory(out: str | os.PathLike, *, overwrite: bool = False) -> Iter
         if any(out.iterdir()) and not overwrite:
             raise DataError(f"output directory {str(out)!r} exists and is not empty (use --overwrite to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    remove_stale_temporaries(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
         os.chmod(tmp, 0o755)
         yield tmp
@@ -53,6 +54,23 @@ def atomic_directory(out: str | os.PathLike, *, overwrite: bool = False) -> Iter
     os.replace(tmp, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_stale_temporaries(out: str | os.PathLike) -> list[Path]:
+    """Remove temporary siblings of `out` left by killed writers (their process is gone)."""
+    import psutil
+
+    out = Path(out).expanduser().absolute()
+    removed = []
+    if not out.parent.is_dir():
+        return removed
+    prefix = f".{out.name}.tmp-"
+    for path in out.parent.iterdir():
+        pid = path.name[len(prefix) :].split("-", 1)[0]
+        if path.name.startswith(prefix) and pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def cache_root() -> Path:
