@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import click
 
@@ -35,7 +36,28 @@ def resolve_data_options(data_dir: str, feature_set: str, target: str):
     return path, features, data_io.data_version(path)
 
 
-def evaluate_numerai(model_uri: str, validation, target: str) -> dict[str, float]:
+def numerai_evaluator_config(data_dir, feature_set: str, target: str) -> dict:
+    """`evaluator_config` for the `numerai` evaluator: every target of features.json, MMC
+    against the first validation benchmark model (when the file exists), exposure to the
+    model's feature set."""
+    import pandas as pd
+
+    from mlflow_numerai.data import io as data_io
+
+    targets = [t for t in data_io.load_feature_metadata(data_dir).get("targets", []) if t != target]
+    config = {"era_col": "era", "targets": targets, "feature_set": feature_set, "data_dir": str(data_dir)}
+    bench_path = Path(data_dir) / "validation_benchmark_models.parquet"
+    if bench_path.exists():
+        bench = pd.read_parquet(bench_path)
+        if "id" in bench.columns:
+            bench = bench.set_index("id")
+        columns = [c for c in bench.columns if c not in ("era", "data_type")]
+        if columns:
+            config["meta_model"] = bench[columns[0]]
+    return config
+
+
+def evaluate_numerai(model_uri: str, validation, target: str, config: dict) -> dict[str, float]:
     """Run the `numerai` evaluator on `validation`; returns its metrics."""
     import mlflow
 
@@ -45,6 +67,7 @@ def evaluate_numerai(model_uri: str, validation, target: str) -> dict[str, float
         targets=target,
         model_type="regressor",
         evaluators=["numerai"],
+        evaluator_config={"numerai": config},
     )
     return dict(result.metrics)
 
@@ -94,7 +117,10 @@ def baseline(data_dir: str, feature_set: str, target: str, alpha: float,
         click.echo(f"baseline: logged {info.model_uri}")
 
         validation = data_io.read_split(path, "validation")
-        metrics = evaluate_numerai(info.model_uri, validation, target)
+        config = numerai_evaluator_config(path, feature_set, target)
+        if "meta_model" in config:
+            mlflow.log_param("mmc_benchmark", config["meta_model"].name)
+        metrics = evaluate_numerai(info.model_uri, validation, target, config)
         summary = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("numerai_corr"))
         click.echo(f"baseline: validation {summary or metrics}")
 
