@@ -12,6 +12,9 @@ Calling convention (the pyfunc returns exactly what the pickled function returns
 - params (e.g. `{"return_std": True}`): forwarded as keyword arguments to the function stored in
   the predict's `with_params` attribute when it has one (Numerai itself only ever calls
   `predict(live)`, so the submission is unchanged). Without that attribute params are refused.
+- a ValueError raised by the predict (its own input validation) becomes an
+  `MlflowException(INVALID_PARAMETER_VALUE)` with the same message: a 400 naming the problem when
+  served by `mlflow models serve`.
 """
 
 from __future__ import annotations
@@ -43,15 +46,21 @@ class NumeraiPredictModel(PythonModel):
             raise TypeError(f"model_input must be a pandas DataFrame, got {type(model_input).__name__}")
         with_params = getattr(self._predict, PARAMS_ATTR, None)
         params = _non_default(params or {}, with_params)
-        if params:
-            if with_params is None:
-                raise mlflow.MlflowException.invalid_parameter_value(
-                    f"this model accepts no params, got {sorted(params)}"
-                )
-            return with_params(model_input, **params)
-        if self._n_params == 2:
-            return self._predict(model_input, pd.DataFrame(index=model_input.index))
-        return self._predict(model_input)
+        if params and with_params is None:
+            raise mlflow.MlflowException.invalid_parameter_value(
+                f"this model accepts no params, got {sorted(params)}"
+            )
+        try:
+            if params:
+                return with_params(model_input, **params)
+            if self._n_params == 2:
+                return self._predict(model_input, pd.DataFrame(index=model_input.index))
+            return self._predict(model_input)
+        except ValueError as exc:
+            # A predict rejecting its input (missing column, NaN, too many rows) is the caller's
+            # error: the scoring server answers an MlflowException with its code (400) and message,
+            # but any other exception with a generic 400 that does not say what was wrong.
+            raise mlflow.MlflowException.invalid_parameter_value(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _non_default(params: dict[str, Any], fn) -> dict[str, Any]:
