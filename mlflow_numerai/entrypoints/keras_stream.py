@@ -112,7 +112,12 @@ def keras_stream(data_dir: str, feature_set: str, targets: str, hidden: str, dro
 
     from mlflow_numerai.data import io as data_io
     from mlflow_numerai.data.cache import build_cache
-    from mlflow_numerai.entrypoints.baseline import DATA_VERSION_ENV, FEATURE_SET_ENV, evaluate_numerai
+    from mlflow_numerai.entrypoints.baseline import (
+        DATA_VERSION_ENV,
+        FEATURE_SET_ENV,
+        evaluate_numerai,
+        numerai_evaluator_config,
+    )
     from mlflow_numerai.tracking import ensure_tracking_uri
 
     ensure_tracking_uri(tracking_uri)
@@ -177,7 +182,10 @@ def keras_stream(data_dir: str, feature_set: str, targets: str, hidden: str, dro
                                  data_version=version)
         click.echo(f"keras_stream: logged {info.model_uri} (best epoch {result.best_epoch + 1})")
         validation = data_io.read_split(path, "validation")
-        metrics = evaluate_numerai(info.model_uri, validation, target_list[0])
+        eval_config = numerai_evaluator_config(path, feature_set, target_list[0])
+        if "meta_model" in eval_config:
+            mlflow.log_param("mmc_benchmark", eval_config["meta_model"].name)
+        metrics = evaluate_numerai(info.model_uri, validation, target_list[0], eval_config)
         del validation
         summary = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("numerai_corr"))
         click.echo(f"keras_stream: validation {summary or metrics}")
