@@ -38,7 +38,7 @@ MAX_TAG_CHARS = 90_000
 CORR_METRICS = ("validation_corr_mean", "numerai_corr_mean")  # sandbox diagnostics first, then evaluator
 SHARPE_METRICS = ("validation_corr_sharpe", "numerai_corr_sharpe")
 
-_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[^/]+))/?$")
+_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+|latest)|@(?P<alias>[^/]+))/?$")
 
 
 class RegistryError(ValueError):
@@ -75,9 +75,25 @@ def resolve_model_version(uri: str, client=None) -> tuple[str, str] | None:
     try:
         if alias is not None:
             return name, str(client.get_model_version_by_alias(name, alias).version)
+        if version == "latest":
+            return name, latest_version(name, client)
         return name, str(client.get_model_version(name, version).version)
     except MlflowException as exc:
         raise RegistryError(f"{uri!r} does not resolve to a registered model version: {exc.message}") from exc
+
+
+def latest_version(name: str, client=None) -> str:
+    """The highest version number of registered model `name`; RegistryError if it has none."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(client)
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException as exc:
+        raise RegistryError(f"cannot list the versions of {name!r}: {exc.message}") from exc
+    if not versions:
+        raise RegistryError(f"registered model {name!r} has no versions")
+    return str(max(int(v.version) for v in versions))
 
 
 # ----------------------------------------------------------------------------- upload states
@@ -275,7 +291,7 @@ def promote(name: str, version: str | int, alias: str = "champion", *, min_corr:
     from mlflow.exceptions import MlflowException
 
     client = _client(client)
-    version = str(version)
+    version = latest_version(name, client) if str(version) == "latest" else str(version)
     if not re.fullmatch(r"[A-Za-z_][\w-]*", alias or ""):
         raise PromotionError(f"alias must be a name like 'champion', got {alias!r}")
     try:
@@ -320,7 +336,7 @@ def _audit(client, result: PromotionResult) -> None:
 
 @click.command("promote")
 @click.argument("name")
-@click.option("--version", "version", required=True, help="Model version to promote.")
+@click.option("--version", "version", required=True, help="Model version to promote ('latest': the highest).")
 @click.option("--alias", default="champion", show_default=True, help="Alias to move.")
 @click.option("--min-corr", type=float, default=None, help="Gate: validation corr mean must be at least this.")
 @click.option("--min-sharpe", type=float, default=None, help="Gate: validation corr sharpe must be at least this.")
@@ -342,7 +358,7 @@ def promote_command(name, version, alias, min_corr, min_sharpe, tracking_uri, as
     except PromotionError as exc:
         _emit(as_json, {"promoted": False, "error": str(exc)}, str(exc), err=True)
         sys.exit(1)
-    text = (f"{name} version {version} is now @{alias}"
+    text = (f"{name} version {result.version} is now @{alias}"
             + (f" (was version {result.previous_version})" if result.previous_version else ""))
     _emit(as_json, {"promoted": True, **result.to_dict()}, text)
 

@@ -49,6 +49,18 @@ STEPS: tuple[Step, ...] = (
          lambda ctx: {"data_dir": str(ctx.data_dir), "feature_set": "small", "alpha": 0.01,
                       "registered_model_name": "numerai-baseline"},
          "ridge regression: train, evaluate, register"),
+    Step("keras_stream", "keras_stream",
+         lambda ctx: {"data_dir": str(ctx.data_dir), "feature_set": "medium", "hidden": "64,32",
+                      "epochs": 3, "batch_size": 1024, "learning_rate": 0.003, "shuffle_window": 20000,
+                      "registered_model_name": "numerai-keras-stream"},
+         "Keras MLP streamed from the int8 cache (short run): train, evaluate, register"),
+    # Keep these two last: validate the registered baseline in the sandbox, then promote it.
+    Step("validate", "validate",
+         lambda ctx: {"model_uri": "models:/numerai-baseline/latest", "data_dir": str(ctx.data_dir)},
+         "sandboxed upload validation (upload states, per-era diagnostics)"),
+    Step("promote", "promote",
+         lambda ctx: {"name": "numerai-baseline", "version": "latest", "alias": "champion", "min_corr": 0.0},
+         "move @champion to the validated version if its gates pass"),
 )
 
 

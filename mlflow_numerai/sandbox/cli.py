@@ -27,6 +27,9 @@ def _memory(ctx, param, value):
               help="Live benchmark models parquet, for predict(live, benchmarks) (default: next to --live).")
 @click.option("--validation", type=click.Path(dir_okay=False), default=None,
               help="Validation parquet (with era and target): also run there and report per-era scores.")
+@click.option("--data-dir", default=None,
+              help="A Numerai data directory (or 'synthetic'): --live, --benchmarks and --validation "
+                   "default to its live.parquet, live_benchmark_models.parquet and validation.parquet.")
 @click.option("--cpus", type=click.IntRange(min=1), default=1, show_default=True, help="CPUs the model may use.")
 @click.option("--memory", default="4GiB", show_default=True, callback=_memory,
               help="Memory cap for the whole process tree, e.g. 4GiB, 512MiB.")
@@ -44,7 +47,7 @@ def _memory(ctx, param, value):
               help="Log a validation run to MLflow (default: when TARGET is a model URI).")
 @click.option("--tracking-uri", default=None, help="Tracking/registry URI (default: MLFLOW_TRACKING_URI or ./mlflow.db).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a summary.")
-def validate(target, live, benchmarks, validation, cpus, memory, timeout, python, pickle_python, profile,
+def validate(target, live, benchmarks, validation, data_dir, cpus, memory, timeout, python, pickle_python, profile,
              network, log_run, tracking_uri, as_json):
     """Run TARGET (a model URI or a predict.pkl path) in a sandboxed child process.
 
@@ -59,6 +62,18 @@ def validate(target, live, benchmarks, validation, cpus, memory, timeout, python
         limits = SandboxLimits(cpus=cpus, memory_bytes=memory, timeout_seconds=timeout, network=network)
     except ValueError as exc:
         _fail_args(as_json, str(exc))
+    if data_dir is not None:
+        from mlflow_numerai.data.io import DataError, resolve_data_dir
+
+        try:
+            root = resolve_data_dir(data_dir)
+        except DataError as exc:
+            _fail_args(as_json, str(exc))
+        live = live or str(root / "live.parquet")
+        if benchmarks is None and (root / "live_benchmark_models.parquet").exists():
+            benchmarks = str(root / "live_benchmark_models.parquet")
+        if validation is None and (root / "validation.parquet").exists():
+            validation = str(root / "validation.parquet")
     needs_tracking = log_run or (log_run is None and ("://" in target or target.startswith(("models:/", "runs:/"))))
     if needs_tracking:
         ensure_tracking_uri(tracking_uri)
