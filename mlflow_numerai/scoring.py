@@ -34,6 +34,8 @@ Summaries (``score_summary``, ``sharpe``, ``max_drawdown``) skip NaN eras.
 
 from __future__ import annotations
 
+import functools
+import sys
 import warnings
 from typing import Literal
 
@@ -117,14 +119,17 @@ def neutralize(values: np.ndarray, neutralizers: np.ndarray, proportion: float =
 # --------------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=16)
 def _rank_table(n: int, p: float | None) -> np.ndarray:
     """Transformed value for each possible tie-kept rank index ``2 * rank - 2`` (0 .. 2n - 2).
 
     Computed as numerai-tools does element-wise: ``norm.ppf((rank - 0.5) / n)``, then the signed
-    power ``p`` (skipped when ``p`` is None)."""
+    power ``p`` (skipped when ``p`` is None). Cached: every era of the same size shares it."""
     ranks = np.arange(2 * n - 1) / 2.0 + 1.0
     table = norm.ppf((ranks - 0.5) / n)
-    return table if p is None else power(table, p)
+    table = table if p is None else power(table, p)
+    table.flags.writeable = False
+    return table
 
 
 def _float32_order_keys(x: np.ndarray) -> np.ndarray:
@@ -137,75 +142,109 @@ def _float32_order_keys(x: np.ndarray) -> np.ndarray:
 
 
 def _sort_columns(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sort each column of ``block`` (rows, columns).
+    """Sort each column of ``block`` (rows, columns) of finite values.
 
     Returns ``(order, keys)``, both (columns, rows): ``order[c]`` lists the rows of column ``c``
     by ascending value and ``keys[c]`` compare like the sorted values (equal iff values are).
-    Values exactly representable as float32 are sorted as packed ``(value, row)`` 64-bit
-    integers with one ``np.sort`` (several times faster than ``argsort``); others go through
-    ``argsort``. Both are exact."""
+
+    Speed without giving up exactness: the values rounded to float32 (a monotone map) are packed
+    with their row number into 64-bit integers (value in the high word, row in the low word) and
+    sorted with one ``np.sort``, several times faster than ``argsort``; the two words are then
+    read back as strided views. For float32 input that is the answer. For float64 input, values
+    that round to the same float32 may come out of order: the (rare) columns where that happened
+    are sorted again with ``argsort``."""
     n = block.shape[0]
     b32 = block if block.dtype == np.float32 else block.astype(np.float32)
-    if n < 2**32 and (b32 is block or np.array_equal(b32, block)):
-        packed = _float32_order_keys(b32).T.astype(np.uint64, order="C")
-        packed <<= np.uint64(32)
-        packed |= np.arange(n, dtype=np.uint64)
-        packed.sort(axis=1)
-        order = (packed & np.uint64(0xFFFFFFFF)).view(np.int64)  # < 2**32: same bits as int64
-        return order, packed >> np.uint64(32)
+    if n >= 2**32 or (b32 is not block and not np.isfinite(b32).all()):  # float32 overflow
+        x = np.ascontiguousarray(block.T, dtype=np.float64)
+        order = np.argsort(x, axis=1)
+        return order, np.take_along_axis(x, order, axis=1)
+    packed = _float32_order_keys(b32).T.astype(np.uint64, order="C")
+    packed <<= np.uint64(32)
+    packed |= np.arange(n, dtype=np.uint64)
+    packed.sort(axis=1)
+    words = packed.view(np.uint32)  # (k, 2n); little-endian: low word (row) first
+    low, high = (0, 1) if sys.byteorder == "little" else (1, 0)
+    order = words[:, low::2]
+    if b32 is block:
+        return order, words[:, high::2]
+    order = order.astype(np.intp)
     x = np.ascontiguousarray(block.T, dtype=np.float64)
-    order = np.argsort(x, axis=1)
-    return order, np.take_along_axis(x, order, axis=1)
+    keys = np.take_along_axis(x, order, axis=1)
+    unsorted = (keys[:, 1:] < keys[:, :-1]).any(axis=1)
+    if unsorted.any():
+        order[unsorted] = np.argsort(x[unsorted], axis=1)
+        keys[unsorted] = np.take_along_axis(x[unsorted], order[unsorted], axis=1)
+    return order, keys
 
 
-def _transform_sorted(keys: np.ndarray, p: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """Tie-kept rank -> gaussianize -> signed power ``p`` of sorted ``keys`` (columns, rows).
+class _SortedTransform:
+    """Tie-kept rank -> gaussianize (-> signed power) of sorted columns, kept sparse.
 
-    Returns the transformed values in sorted order (a read-only broadcast of one row when no
-    column has ties) and a mask of constant columns. Without ties the value at sorted position
-    ``i`` has rank ``i + 1`` (table index ``2 i``); a tie group starting at ``s`` with ``m``
-    members has average rank ``s + 1 + (m - 1) / 2`` (table index ``2 s + m - 1``), and only the
-    positions inside tie groups are recomputed."""
-    k, n = keys.shape
-    table = _rank_table(n, p)
-    constant = keys[:, 0] == keys[:, -1]
-    g = np.broadcast_to(table[::2], (k, n))
-    continues = np.zeros((k, n), dtype=bool)  # same value as the previous sorted position
-    np.equal(keys[:, 1:], keys[:, :-1], out=continues[:, 1:])
-    if not continues.any():
-        return g, constant
-    g = g.copy()
-    continues = continues.ravel()
-    in_tie = continues.copy()
-    in_tie[:-1] |= continues[1:]  # a group's first member: the next position continues it
-    positions = np.flatnonzero(in_tie)
-    first = ~continues[positions]
-    group = np.cumsum(first) - 1
-    sizes = np.bincount(group)
-    g.reshape(-1)[positions] = table[2 * (positions[first] % n) + sizes - 1][group]
-    return g, constant
+    Without ties, the value at sorted position ``i`` of every column is ``base[i]`` (rank
+    ``i + 1``). A tie group starting at ``s`` with ``m`` members has average rank
+    ``s + 1 + (m - 1) / 2``; only the flat positions inside tie groups (``positions``, as
+    ``column * n + i``) carry their own ``values``. Column sums and dot products are the base
+    row's plus the corrections, so a dense (columns, rows) array is never needed."""
+
+    def __init__(self, keys: np.ndarray, p: float | None):
+        k, n = keys.shape
+        self.k, self.n = k, n
+        table = _rank_table(n, p)
+        self.base = table[::2]
+        self.constant = keys[:, 0] == keys[:, -1]
+        continues = np.zeros((k, n), dtype=bool)  # same value as the previous sorted position
+        np.equal(keys[:, 1:], keys[:, :-1], out=continues[:, 1:])
+        continues = continues.ravel()
+        in_tie = continues.copy()
+        in_tie[:-1] |= continues[1:]  # a group's first member: the next position continues it
+        self.positions = np.flatnonzero(in_tie)
+        first = ~continues[self.positions]
+        group = np.cumsum(first) - 1
+        sizes = np.bincount(group)
+        self.values = table[2 * (self.positions[first] % n) + sizes - 1][group]
+        self.delta = self.values - self.base[self.positions % n]
+        self.columns = self.positions // n
+
+    def _per_column(self, weights: np.ndarray) -> np.ndarray:
+        return np.bincount(self.columns, weights=weights, minlength=self.k)
+
+    def sums(self) -> np.ndarray:
+        """Sum of each column's values."""
+        return self.base.sum() + self._per_column(self.delta)
+
+    def squared_sums(self) -> np.ndarray:
+        """Sum of each column's squared values."""
+        return (self.base @ self.base) + self._per_column(self.values**2 - (self.values - self.delta) ** 2)
+
+    def dot(self, v: np.ndarray) -> np.ndarray:
+        """Dot product of each column with the matching row of ``v`` (columns, rows; sorted)."""
+        v = np.ascontiguousarray(v, dtype=np.float64)
+        return v @ self.base + self._per_column(self.delta * v.reshape(-1)[self.positions])
+
+    def dense(self) -> np.ndarray:
+        """The values as a (columns, rows) array in sorted order."""
+        out = np.tile(self.base, (self.k, 1))
+        out.reshape(-1)[self.positions] = self.values
+        return out
 
 
-def _row_dot(g: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Row-wise dot products of ``g`` and ``v`` (columns, rows); ``g`` may be a broadcast row."""
-    if g.strides[0] == 0:
-        return v @ g[0]
-    return np.einsum("ij,ij->i", g, v)
-
-
-def _pearson_sorted(g: np.ndarray, order: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Pearson correlation of each row of ``g`` (values in sorted order) with ``t`` (in row
-    order), gathering ``t`` into each column's sorted order instead of un-sorting ``g``."""
-    gc = g - g.mean(axis=1, keepdims=True) if g.strides[0] else np.broadcast_to(g[0] - g[0].mean(), g.shape)
+def _pearson_sorted(g: _SortedTransform, order: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each transformed column with ``t`` (in row order), gathering ``t``
+    into each column's sorted order instead of un-sorting the columns. Uses
+    ``sum((g - mean g) t_c) = g . t_c - mean(g) sum(t_c)`` with ``t_c`` centered."""
     tc = t - t.mean()
+    mean_g = g.sums() / g.n
+    num = g.dot(tc[order]) - mean_g * tc.sum()
+    ss_g = np.maximum(g.squared_sums() - g.n * mean_g**2, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return _row_dot(gc, tc[order]) / np.sqrt(_row_dot(gc, gc) * (tc @ tc))
+        return num / np.sqrt(ss_g * (tc @ tc))
 
 
 def _unsort(g: np.ndarray, order: np.ndarray) -> np.ndarray:
     """Values of ``g`` (sorted order) put back in row order."""
     out = np.empty(order.shape, dtype=np.float64)
-    np.put_along_axis(out, order, g, axis=1)
+    np.put_along_axis(out, order.astype(np.intp, copy=False), g, axis=1)
     return out
 
 
@@ -396,8 +435,7 @@ def _gauss_rows(values: np.ndarray, p: float | None) -> np.ndarray:
     """Tie-kept rank -> gaussianize (-> power ``p``) of each column of ``values`` (rows,
     columns), returned (columns, rows) in row order."""
     order, keys = _sort_columns(values)
-    g, _ = _transform_sorted(keys, p)
-    return _unsort(g, order)
+    return _unsort(_SortedTransform(keys, p).dense(), order)
 
 
 # --------------------------------------------------------------------------------------------
@@ -437,9 +475,9 @@ def per_era_numerai_corr(
         block = _era_block(values, rows)
         for cols in _column_chunks(block.shape[1]):
             order, keys = _sort_columns(block[:, cols])
-            g, constant = _transform_sorted(keys, 1.5)
+            g = _SortedTransform(keys, 1.5)
             corr = _pearson_sorted(g, order, t)
-            corr[constant] = np.nan
+            corr[g.constant] = np.nan
             out[e, cols] = corr
     return pd.DataFrame(out, index=layout.labels, columns=predictions.columns)
 
@@ -509,10 +547,10 @@ def per_era_correlation_contribution(
         block = _era_block(values, rows)
         for cols in _column_chunks(block.shape[1]):
             order, keys = _sort_columns(block[:, cols])
-            p, constant = _transform_sorted(keys, None)
+            p = _SortedTransform(keys, None)
             # t . (p - m (p . m) / (m . m)): the covariance of t with p orthogonalized to m
-            mmc = (_row_dot(p, t[order]) - (t @ m) * _row_dot(p, m[order]) / (m @ m)) / len(rows)
-            mmc[constant] = np.nan
+            mmc = (p.dot(t[order]) - (t @ m) * p.dot(m[order]) / (m @ m)) / len(rows)
+            mmc[p.constant] = np.nan
             out[e, cols] = mmc
     return pd.DataFrame(out, index=layout.labels, columns=predictions.columns)
 
@@ -586,8 +624,7 @@ def per_era_feature_neutral_corr(
         # a column fully explained by the features has only rounding noise left to rank
         explained = neutral.std(axis=0) < 1e-9
         order, keys = _sort_columns(neutral)
-        g, _ = _transform_sorted(keys, 1.5)
-        corr = _pearson_sorted(g, order, t)
+        corr = _pearson_sorted(_SortedTransform(keys, 1.5), order, t)
         corr[constant | explained] = np.nan
         out[e] = corr
     return pd.DataFrame(out, index=layout.labels, columns=predictions.columns)

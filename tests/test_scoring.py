@@ -416,3 +416,14 @@ def test_inputs_are_not_modified():
     pd.testing.assert_frame_equal(preds, before[0])
     pd.testing.assert_series_equal(target, before[1])
     pd.testing.assert_series_equal(eras, before[2])
+
+
+def test_float64_values_equal_in_float32_are_still_ordered():
+    # distinct float64 values that round to the same float32 must keep their true order
+    base = np.float64(0.3)
+    values = base + np.array([5e-17, -5e-17, 0.0, 1e-16, -1e-16, 0.7, -0.2, 0.0])
+    assert len(set(values.astype(np.float32))) < len(set(values))
+    frame = pd.DataFrame({"a": values, "b": values[::-1]})
+    got = scoring._gauss_rows(frame.to_numpy(), None)
+    for j, col in enumerate(frame.columns):
+        np.testing.assert_allclose(got[j], ref_gauss(frame[col]), rtol=0, atol=1e-15)
