@@ -14,8 +14,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# --env-manager local runs the entry points' `mlflow-numerai` from PATH: put the venv's first.
 demo: install
-	$(BIN)/mlflow run projects -e main --env-manager local
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mlflow run projects -e main --env-manager local
 
 test: install
 	$(BIN)/python -m pytest

@@ -121,8 +121,8 @@ def baseline(data_dir: str, feature_set: str, target: str, alpha: float,
         if "meta_model" in config:
             mlflow.log_param("mmc_benchmark", config["meta_model"].name)
         metrics = evaluate_numerai(info.model_uri, validation, target, config)
-        summary = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("numerai_corr"))
-        click.echo(f"baseline: validation {summary or metrics}")
+        shown = ("numerai_corr_mean", "numerai_corr_sharpe", "mmc_mean", "max_feature_exposure")
+        click.echo("baseline: validation " + ", ".join(f"{k}={metrics[k]:.4f}" for k in shown if k in metrics))
 
         if register_as:
             version_info = mlflow.register_model(info.model_uri, register_as,

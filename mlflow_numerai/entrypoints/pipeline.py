@@ -9,6 +9,8 @@ steps are the rows of `STEPS`; a model family adds one row.
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,12 +163,12 @@ def print_summary(results: list[StepResult], tracking_uri: str, data_dir: Path) 
 
     table = Table(title="mlflow-numerai pipeline")
     for column in ("step", "status", "run", "seconds", "scores", "registered"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for r in results:
         scores = ", ".join(f"{k}={v:.4f}" for k, v in sorted(r.metrics.items()))
         table.add_row(r.name, r.status, r.run_id or "", f"{r.seconds:.1f}", scores or r.note[:60],
                       ", ".join(r.versions))
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)  # logs: do not truncate
     console.print(table)
     console.print(f"data: {data_dir}\ntracking: {tracking_uri}")
     console.print("Look at it:\n"
@@ -207,10 +209,14 @@ def pipeline(steps_spec: str, data_dir: str, overrides: tuple[str, ...], project
         raise click.BadParameter(f"no data in {str(data_path)!r} yet: include the 'data' step",
                                  param_hint="'--steps'")
     ctx = Context(data_path, synthetic)
+    # Steps run `mlflow-numerai` from PATH (--env-manager local): use this installation's.
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
     results: list[StepResult] = []
     with mlflow.start_run(run_name="pipeline", tags={"numerai.pipeline": "main"}) as parent:
-        mlflow.log_params({"steps": ",".join(s.name for s in steps), "data_dir": str(data_path)})
+        # not "steps"/"data_dir": `mlflow run` already logged the entry point's own parameters
+        mlflow.log_params({"pipeline_steps": ",".join(s.name for s in steps),
+                           "pipeline_data_dir": str(data_path)})
         for step in steps:
             if step.needs_synthetic and not synthetic:
                 results.append(StepResult(step.name, "SKIPPED", note="--data-dir given: using that data"))
