@@ -1,0 +1,622 @@
+"""Bayesian MLP for Numerai (seed 002): weight priors, SVI, posterior samples, batched predictive.
+
+Maths only, no MLflow. The pieces, in the order they are used:
+
+- `BNNSpec` names one model: hidden sizes (0-3 layers), weight prior, target model (H1-H4).
+- `bnn_model` (the generative model) and `bnn_guide` (mean-field `AutoNormal`) are kept apart;
+  `fit_svi` is the short SVI loop (Trace_ELBO, minibatches scaled to the data size by the
+  subsampled `pyro.plate`). `fit_baseline` is the seed's non-Bayesian net (MSE, He init, Adam 1e-2).
+- `sample_posterior` draws S weight sets; `iter_predictive` runs them on many rows with batched
+  matrix products (one GEMM for the first layer, `torch.baddbmm` after), in blocks whose size is
+  set by a memory budget, so S x N predictions never exist at once unless they fit.
+- `make_predict` builds the Numerai `predict` closure from K stored samples as numpy arrays: it
+  needs neither Pyro nor torch to load or run.
+
+Prior choices: `uniform` is improper and flat (`pyro.distributions.ImproperUniform` over the reals:
+log density 0, no sampling; the guide is initialised explicitly so nothing samples it); `normal`
+is N(0, sqrt(2 / fan_in)) (He); `laplace` has scale sqrt(1 / fan_in) so that its variance equals
+He's. Biases and the H4 coupling get the same family with scale 1. The observation noise sigma is
+learned as a latent with a HalfNormal(1) prior (the same for every weight prior).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+PRIORS: tuple[str, ...] = ("uniform", "normal", "laplace")
+DEFAULT_HIDDEN: tuple[int, ...] = (128, 64, 64)
+MAX_HIDDEN_LAYERS = 3
+BIAS_PRIOR_SCALE = 1.0
+
+# Target model -> target columns; the first column is the one scored (`target`, i.e. nomi 20d).
+# single: one target. h1: nomi/janet/george are samples of one distribution (one mean, one sigma).
+# h2: separate distributions, means from one latent (the starter's multi-output head).
+# h3: 20-day and 60-day targets, means from one latent. h4: the 60-day mean feeds the 20-day mean.
+TARGET_MODELS: dict[str, tuple[str, ...]] = {
+    "single": ("target",),
+    "h1": ("target", "target_janet_20", "target_george_20"),
+    "h2": ("target", "target_janet_20", "target_george_20"),
+    "h3": ("target", "target_nomi_60"),
+    "h4": ("target", "target_nomi_60"),
+}
+
+FLOAT_BYTES = 4
+DEFAULT_BUDGET_BYTES = 512 * 2**20
+PREDICT_BUDGET_BYTES = 256 * 2**20
+
+
+# ----------------------------------------------------------------------------------------------
+# Specification and validation
+# ----------------------------------------------------------------------------------------------
+
+
+def check_prior(prior: str) -> str:
+    """`prior` if it is one of PRIORS, else a ValueError listing the choices."""
+    if prior not in PRIORS:
+        raise ValueError(f"unknown prior {prior!r}; choose one of {list(PRIORS)}")
+    return prior
+
+
+def check_target_model(target_model: str) -> str:
+    """`target_model` if known, else a ValueError listing the choices."""
+    if target_model not in TARGET_MODELS:
+        raise ValueError(f"unknown target_model {target_model!r}; choose one of {list(TARGET_MODELS)}")
+    return target_model
+
+
+def parse_hidden(hidden: str | Sequence[int]) -> tuple[int, ...]:
+    """Hidden sizes from "128-64-64", "128,64", "" / "none" (no hidden layer) or a sequence."""
+    if isinstance(hidden, str):
+        text = hidden.strip().lower()
+        parts = [] if text in ("", "none", "0", "()") else text.replace(",", "-").split("-")
+        try:
+            sizes = tuple(int(p) for p in parts)
+        except ValueError:
+            raise ValueError(f"hidden sizes must look like '128-64-64' (or 'none'), got {hidden!r}") from None
+    else:
+        sizes = tuple(int(s) for s in hidden)
+    if len(sizes) > MAX_HIDDEN_LAYERS:
+        raise ValueError(f"hidden sizes: at most {MAX_HIDDEN_LAYERS} hidden layers, got {len(sizes)} ({hidden!r})")
+    if any(s < 1 for s in sizes):
+        raise ValueError(f"hidden sizes must be positive integers, got {hidden!r}")
+    return sizes
+
+
+@dataclass(frozen=True)
+class BNNSpec:
+    """One Bayesian MLP: input width, hidden sizes, weight prior and target model."""
+
+    n_features: int
+    hidden: tuple[int, ...] = DEFAULT_HIDDEN
+    prior: str = "normal"
+    target_model: str = "single"
+
+    def __post_init__(self) -> None:
+        if int(self.n_features) < 1:
+            raise ValueError(f"n_features must be >= 1, got {self.n_features}")
+        object.__setattr__(self, "hidden", parse_hidden(self.hidden))
+        check_prior(self.prior)
+        check_target_model(self.target_model)
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return TARGET_MODELS[self.target_model]
+
+    @property
+    def n_outputs(self) -> int:
+        """Width of the network's last layer (H1 has one mean for all its targets)."""
+        return 1 if self.target_model == "h1" else len(self.targets)
+
+    @property
+    def n_sigma(self) -> int:
+        """Number of learned noise scales (H1 shares one)."""
+        return 1 if self.target_model == "h1" else len(self.targets)
+
+    @property
+    def layer_shapes(self) -> list[tuple[int, int]]:
+        widths = [int(self.n_features), *self.hidden, self.n_outputs]
+        return list(zip(widths[:-1], widths[1:]))
+
+
+# ----------------------------------------------------------------------------------------------
+# Data preparation
+# ----------------------------------------------------------------------------------------------
+
+
+def feature_matrix(frame: pd.DataFrame, features: Sequence[str]) -> np.ndarray:
+    """Features selected by name, int 0..4 (NaN -> 2) scaled to float32 in [-0.5, 0.5]."""
+    missing = [c for c in features if c not in frame.columns]
+    if missing:
+        raise KeyError(f"feature column(s) missing from the input: {missing[:10]}{' ...' if len(missing) > 10 else ''}")
+    values = frame[list(features)].to_numpy(dtype=np.float32, na_value=2.0)
+    return values / 4.0 - 0.5
+
+
+def drop_nan_targets(frame: pd.DataFrame, targets: Sequence[str]) -> tuple[pd.DataFrame, int]:
+    """`frame` without rows where any of `targets` is NaN, and how many rows that dropped."""
+    missing = [c for c in targets if c not in frame.columns]
+    if missing:
+        raise KeyError(f"target column(s) missing from the data: {missing}")
+    keep = frame[list(targets)].notna().all(axis=1).to_numpy()
+    return frame.loc[keep], int((~keep).sum())
+
+
+# ----------------------------------------------------------------------------------------------
+# Priors, model and guide
+# ----------------------------------------------------------------------------------------------
+
+
+def he_scale(fan_in: int) -> float:
+    """He (Kaiming) standard deviation for a ReLU layer with `fan_in` inputs."""
+    return math.sqrt(2.0 / fan_in)
+
+
+def weight_prior(prior: str, shape: tuple[int, ...], scale: float):
+    """The prior over one weight tensor of `shape`, matched to standard deviation `scale`."""
+    import pyro.distributions as dist
+
+    if prior == "uniform":
+        return dist.ImproperUniform(dist.constraints.real, (), shape)
+    loc = torch.zeros(shape)
+    if prior == "normal":
+        return dist.Normal(loc, scale).to_event(len(shape))
+    return dist.Laplace(loc, scale / math.sqrt(2.0)).to_event(len(shape))  # Var = 2 b^2 = scale^2
+
+
+def head_means(out: torch.Tensor, spec: BNNSpec) -> torch.Tensor:
+    """Per-target means (n, n_targets) from the last layer's output (n, n_outputs)."""
+    import pyro
+
+    if spec.target_model == "h1":
+        return out.expand(-1, len(spec.targets))
+    if spec.target_model == "h4":
+        beta = pyro.sample("h4.beta", weight_prior(spec.prior, (1,), BIAS_PRIOR_SCALE))
+        mean_60 = out[:, 1:2]
+        return torch.cat([out[:, 0:1] + beta * mean_60, mean_60], dim=1)
+    return out
+
+
+def bnn_model(
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    subsample: torch.Tensor | None = None,
+    *,
+    spec: BNNSpec,
+    n_rows: int | None = None,
+) -> torch.Tensor:
+    """y ~ Normal(MLP_w(x), sigma) with w ~ prior; `subsample` are the row indices of a minibatch
+    out of `n_rows`, so the likelihood is scaled by n_rows / batch size."""
+    import pyro
+    import pyro.distributions as dist
+
+    h = x
+    last = len(spec.layer_shapes) - 1
+    for i, (fan_in, fan_out) in enumerate(spec.layer_shapes):
+        w = pyro.sample(f"layer{i}.weight", weight_prior(spec.prior, (fan_in, fan_out), he_scale(fan_in)))
+        b = pyro.sample(f"layer{i}.bias", weight_prior(spec.prior, (fan_out,), BIAS_PRIOR_SCALE))
+        h = h @ w + b
+        if i < last:
+            h = torch.relu(h)
+    means = head_means(h, spec)
+    sigma = pyro.sample("sigma", dist.HalfNormal(torch.ones(spec.n_sigma)).to_event(1))
+    with pyro.plate("data", size=n_rows or x.shape[0], subsample=subsample):
+        pyro.sample("obs", dist.Normal(means, sigma.expand(len(spec.targets))).to_event(1), obs=y)
+    return means
+
+
+def initial_values(spec: BNNSpec, *, seed: int, sigma: Sequence[float]) -> dict[str, torch.Tensor]:
+    """Starting point shared by every prior and the baseline: He-normal weights, zero biases."""
+    gen = torch.Generator().manual_seed(seed)
+    values: dict[str, torch.Tensor] = {}
+    for i, (fan_in, fan_out) in enumerate(spec.layer_shapes):
+        values[f"layer{i}.weight"] = torch.randn(fan_in, fan_out, generator=gen) * he_scale(fan_in)
+        values[f"layer{i}.bias"] = torch.zeros(fan_out)
+    values["h4.beta"] = torch.zeros(1)
+    values["sigma"] = torch.as_tensor(np.asarray(sigma, dtype=np.float32)).clamp_min(1e-3)
+    return values
+
+
+def bnn_guide(model: Callable, spec: BNNSpec, *, seed: int, sigma: Sequence[float], init_scale: float = 0.01):
+    """Mean-field Gaussian guide (`AutoNormal`) started at the He initialisation.
+
+    A small `init_scale` keeps early samples near that start; the default 0.1 would swamp the
+    He scale of the wider layers."""
+    from pyro.infer.autoguide import AutoNormal
+
+    inits = initial_values(spec, seed=seed, sigma=sigma)
+    return AutoNormal(model, init_loc_fn=lambda site: inits[site["name"]], init_scale=init_scale)
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SVIFit:
+    """A trained guide with what is needed to sample from it."""
+
+    spec: BNNSpec
+    guide: Callable
+    y_offset: np.ndarray  # training mean of each target (the model sees centred targets)
+    losses: list[float] = field(default_factory=list)  # per epoch: mean -ELBO per training row
+    rows_per_sec: float = float("nan")
+    seconds: float = float("nan")
+
+
+def _centred_targets(y: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim == 1:
+        y = y[:, None]
+    if np.isnan(y).any():
+        raise ValueError("targets contain NaN: drop those rows first (drop_nan_targets)")
+    offset = y.mean(axis=0)
+    return torch.from_numpy(y - offset), offset
+
+
+def _check_training_args(x: np.ndarray, y: np.ndarray, epochs: int, batch_size: int, lr: float) -> None:
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
+    if len(x) == 0:
+        raise ValueError("no training rows")
+    if epochs < 1 or batch_size < 1 or not lr > 0:
+        raise ValueError(f"epochs and batch_size must be >= 1 and lr > 0, got {epochs}, {batch_size}, {lr}")
+
+
+def _progress(iterable, enabled: bool, desc: str):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, leave=False)
+
+
+def fit_svi(
+    x: np.ndarray,
+    y: np.ndarray,
+    spec: BNNSpec,
+    *,
+    epochs: int = 30,
+    batch_size: int = 4096,
+    lr: float = 1e-3,
+    seed: int = 0,
+    init_scale: float = 0.01,
+    on_epoch: Callable[[int, dict], None] | None = None,
+    progress: bool = True,
+) -> SVIFit:
+    """Fit the mean-field posterior by SVI (Trace_ELBO, Adam) on shuffled minibatches.
+
+    `y` has one column per target of `spec.target_model` (NaN-free). `on_epoch(epoch, metrics)`
+    is called after each epoch with `elbo_loss` (per row) and `rows_per_sec`."""
+    import pyro
+    from pyro.infer import SVI, Trace_ELBO
+
+    _check_training_args(x, y, epochs, batch_size, lr)
+    yt, offset = _centred_targets(y)
+    if yt.shape[1] != len(spec.targets):
+        raise ValueError(f"target model {spec.target_model!r} needs {len(spec.targets)} target columns, got {yt.shape[1]}")
+    xt = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
+    n = len(xt)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = partial(bnn_model, spec=spec, n_rows=n)
+    sigma = yt.std(dim=0).numpy() if spec.target_model != "h1" else [float(yt.std())]
+    guide = bnn_guide(model, spec, seed=seed, sigma=sigma, init_scale=init_scale)
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": lr}), Trace_ELBO())
+    fit = SVIFit(spec=spec, guide=guide, y_offset=offset)
+    start = time.perf_counter()
+    for epoch in _progress(range(epochs), progress, f"SVI {spec.prior}"):
+        tick, total, steps = time.perf_counter(), 0.0, 0
+        for idx in torch.randperm(n, generator=gen).split(batch_size):
+            total += svi.step(xt[idx], yt[idx], idx)
+            steps += 1
+        seconds = time.perf_counter() - tick
+        fit.losses.append(total / steps / n)
+        if on_epoch is not None:
+            on_epoch(epoch, {"elbo_loss": fit.losses[-1], "rows_per_sec": n / seconds})
+    fit.seconds = time.perf_counter() - start
+    fit.rows_per_sec = n * epochs / fit.seconds
+    return fit
+
+
+@dataclass
+class BaselineFit:
+    """The deterministic net's weights as a one-sample posterior, with its training history."""
+
+    samples: "PosteriorSamples"
+    losses: list[float]
+    rows_per_sec: float
+
+
+def fit_baseline(
+    x: np.ndarray,
+    y: np.ndarray,
+    hidden: Sequence[int] = DEFAULT_HIDDEN,
+    *,
+    epochs: int = 30,
+    batch_size: int = 4096,
+    lr: float = 1e-2,
+    seed: int = 0,
+    on_epoch: Callable[[int, dict], None] | None = None,
+    progress: bool = True,
+) -> BaselineFit:
+    """The seed's baseline: the same MLP, MSE loss, He init, Adam, one target."""
+    _check_training_args(x, y, epochs, batch_size, lr)
+    yt, offset = _centred_targets(y)
+    yt = yt[:, :1]
+    xt = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
+    spec = BNNSpec(n_features=xt.shape[1], hidden=tuple(hidden))
+    torch.manual_seed(seed)
+    inits = initial_values(spec, seed=seed, sigma=[1.0])
+    layers: list[torch.nn.Module] = []
+    for i, (fan_in, fan_out) in enumerate(spec.layer_shapes):
+        linear = torch.nn.Linear(fan_in, fan_out)
+        with torch.no_grad():  # the same He draw as the Bayesian nets start from
+            linear.weight.copy_(inits[f"layer{i}.weight"].T)
+            linear.bias.zero_()
+        layers += [linear, torch.nn.ReLU()]
+    net = torch.nn.Sequential(*layers[:-1])
+    optim = torch.optim.Adam(net.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    losses, n, start = [], len(xt), time.perf_counter()
+    for epoch in _progress(range(epochs), progress, "baseline"):
+        tick, total = time.perf_counter(), 0.0
+        for idx in torch.randperm(n, generator=gen).split(batch_size):
+            optim.zero_grad()
+            loss = torch.nn.functional.mse_loss(net(xt[idx]), yt[idx])
+            loss.backward()
+            optim.step()
+            total += loss.item() * len(idx)
+        losses.append(total / n)
+        if on_epoch is not None:
+            on_epoch(epoch, {"mse": losses[-1], "rows_per_sec": n / (time.perf_counter() - tick)})
+    linears = [m for m in net if isinstance(m, torch.nn.Linear)]
+    weights = [m.weight.detach().T.contiguous()[None] for m in linears]
+    biases = [m.bias.detach().clone()[None] for m in linears]
+    biases[-1] = biases[-1] + float(offset[0])
+    samples = PosteriorSamples(weights=weights, biases=biases)
+    return BaselineFit(samples=samples, losses=losses, rows_per_sec=n * epochs / (time.perf_counter() - start))
+
+
+# ----------------------------------------------------------------------------------------------
+# Posterior samples and the batched predictive
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PosteriorSamples:
+    """S weight sets of an MLP with one output (the mean of `target`): weights[i] is (S, in, out),
+    biases[i] is (S, out). Multi-target heads are already folded into the last layer."""
+
+    weights: list[torch.Tensor]
+    biases: list[torch.Tensor]
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.weights[0].shape[0])
+
+    @property
+    def widths(self) -> list[int]:
+        return [int(self.weights[0].shape[1])] + [int(w.shape[2]) for w in self.weights]
+
+    def head(self, k: int) -> "PosteriorSamples":
+        """The first `k` samples."""
+        return PosteriorSamples([w[:k] for w in self.weights], [b[:k] for b in self.biases])
+
+    def numpy(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Contiguous float32 numpy copies (what the predict closure stores)."""
+        to_np = lambda t: np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32)  # noqa: E731
+        return [to_np(w) for w in self.weights], [to_np(b) for b in self.biases]
+
+
+def target_readout(draws: dict[str, torch.Tensor], spec: BNNSpec, n_samples: int) -> torch.Tensor:
+    """(S, n_outputs) coefficients c with mean(target) = last-layer output @ c."""
+    c = torch.zeros(n_samples, spec.n_outputs)
+    c[:, 0] = 1.0
+    if spec.target_model == "h4":
+        c[:, 1] = draws["h4.beta"].reshape(n_samples)
+    return c
+
+
+def sample_posterior(fit: SVIFit, n_samples: int = 1000, *, seed: int = 0) -> PosteriorSamples:
+    """Draw `n_samples` weight sets from the fitted guide (one vectorised guide call)."""
+    import pyro
+    from pyro.infer import Predictive
+
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    pyro.set_rng_seed(seed)
+    with torch.no_grad():
+        draws = Predictive(fit.guide, num_samples=n_samples, parallel=True)()
+    return collapse_draws(draws, fit.spec, y_offset=float(fit.y_offset[0]))
+
+
+def collapse_draws(draws: dict[str, torch.Tensor], spec: BNNSpec, *, y_offset: float = 0.0) -> PosteriorSamples:
+    """Weight sets from guide draws (site -> (S, *shape)), with the heads folded into a last
+    layer whose one output is the mean of `target` (plus the training mean `y_offset`)."""
+    n_samples = int(draws["layer0.weight"].shape[0])
+    weights = [draws[f"layer{i}.weight"].reshape(n_samples, *shape) for i, shape in enumerate(spec.layer_shapes)]
+    biases = [draws[f"layer{i}.bias"].reshape(n_samples, shape[1]) for i, shape in enumerate(spec.layer_shapes)]
+    c = target_readout(draws, spec, n_samples)
+    weights[-1] = torch.einsum("sio,so->si", weights[-1], c).unsqueeze(-1)
+    biases[-1] = (biases[-1] * c).sum(dim=1, keepdim=True) + y_offset
+    return PosteriorSamples([w.detach().contiguous() for w in weights], [b.detach().contiguous() for b in biases])
+
+
+def batched_forward(x: torch.Tensor, samples: PosteriorSamples) -> torch.Tensor:
+    """Predictions (n, S) of every weight set on rows `x` (n, F): the first layer is one GEMM
+    against all S weight matrices side by side, the next ones batched (`baddbmm`)."""
+    w0, b0 = samples.weights[0], samples.biases[0]
+    s, n_in, width = w0.shape
+    n = x.shape[0]
+    h = torch.addmm(b0.reshape(1, s * width), x, w0.permute(1, 0, 2).reshape(n_in, s * width))
+    if len(samples.weights) == 1:
+        return h  # width is 1: (n, S)
+    h = h.relu_().view(n, s, width).transpose(0, 1)  # (S, n, width), a view
+    last = len(samples.weights) - 1
+    for i in range(1, last + 1):
+        h = torch.baddbmm(samples.biases[i].unsqueeze(1), h, samples.weights[i])
+        if i < last:
+            h.relu_()
+    return h.squeeze(-1).T
+
+
+def bytes_per_cell(widths: Sequence[int]) -> int:
+    """Peak bytes one (row, sample) pair costs in `batched_forward`: two consecutive
+    activations alive at once, plus the output."""
+    hidden = list(widths[1:])
+    pair = max(a + b for a, b in zip(hidden[:-1], hidden[1:])) if len(hidden) > 1 else hidden[0]
+    return FLOAT_BYTES * (pair + 2)
+
+
+def plan_chunks(n_rows: int, n_samples: int, widths: Sequence[int], budget_bytes: int) -> tuple[int, int]:
+    """(rows per block, samples per block) so one block stays within `budget_bytes`; all
+    samples at once when that leaves at least 1024 rows (or all rows) per block."""
+    if budget_bytes <= 0:
+        raise ValueError(f"memory budget must be positive, got {budget_bytes} bytes")
+    cells = max(1, budget_bytes // bytes_per_cell(widths))
+    min_rows = max(1, min(n_rows, 1024))
+    sample_chunk = max(1, min(n_samples, cells // min_rows))
+    row_chunk = max(1, min(n_rows, cells // sample_chunk))
+    return row_chunk, sample_chunk
+
+
+def _row_blocks(n_rows: int, row_chunk: int, bounds: Sequence[int] | None) -> list[tuple[int, int]]:
+    """Row ranges of about `row_chunk` rows; with `bounds` (group starts, e.g. eras) every
+    block holds whole groups (a group larger than `row_chunk` gets a block of its own)."""
+    if bounds is None:
+        return [(a, min(a + row_chunk, n_rows)) for a in range(0, n_rows, row_chunk)]
+    edges = list(bounds) + [n_rows]
+    blocks, start = [], edges[0]
+    for a, b in zip(edges[:-1], edges[1:]):
+        if b - start > row_chunk and a > start:
+            blocks.append((start, a))
+            start = a
+    blocks.append((start, n_rows))
+    return blocks
+
+
+def iter_predictive(
+    samples: PosteriorSamples,
+    x: np.ndarray | torch.Tensor,
+    *,
+    budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    group_starts: Sequence[int] | None = None,
+) -> Iterator[tuple[slice, slice, torch.Tensor]]:
+    """Blocks (rows, samples, predictions[rows, samples]) covering all of x x samples, each
+    within the memory budget. With `group_starts` a block never splits a group (an era)."""
+    xt = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32)) if isinstance(x, np.ndarray) else x
+    n, s = xt.shape[0], samples.n_samples
+    row_chunk, sample_chunk = plan_chunks(n, s, samples.widths, budget_bytes)
+    if group_starts is not None:
+        # whole groups per block: shrink the sample chunk if the largest block is wider
+        blocks = _row_blocks(n, row_chunk, group_starts)
+        widest = max(b - a for a, b in blocks)
+        cells = max(1, budget_bytes // bytes_per_cell(samples.widths))
+        sample_chunk = max(1, min(sample_chunk, cells // widest))
+    else:
+        blocks = _row_blocks(n, row_chunk, None)
+    with torch.no_grad():
+        for s0 in range(0, s, sample_chunk):
+            part = PosteriorSamples(
+                [w[s0 : s0 + sample_chunk] for w in samples.weights],
+                [b[s0 : s0 + sample_chunk] for b in samples.biases],
+            )
+            for a, b in blocks:
+                yield slice(a, b), slice(s0, min(s0 + sample_chunk, s)), batched_forward(xt[a:b], part)
+
+
+def predictive_mean_std(
+    samples: PosteriorSamples, x: np.ndarray | torch.Tensor, *, budget_bytes: int = DEFAULT_BUDGET_BYTES
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row mean and standard deviation (ddof 0) of the S sample predictions."""
+    n = len(x)
+    total = torch.zeros(n, dtype=torch.float64)
+    total_sq = torch.zeros(n, dtype=torch.float64)
+    for rows, _, pred in iter_predictive(samples, x, budget_bytes=budget_bytes):
+        p = pred.double()
+        total[rows] += p.sum(dim=1)
+        total_sq[rows] += (p * p).sum(dim=1)
+    mean = total / samples.n_samples
+    var = (total_sq / samples.n_samples - mean * mean).clamp_min(0.0)
+    return mean.numpy(), var.sqrt().numpy()
+
+
+# ----------------------------------------------------------------------------------------------
+# The Numerai predict closure (numpy only)
+# ----------------------------------------------------------------------------------------------
+
+
+def numpy_forward(x: np.ndarray, weights: list[np.ndarray], biases: list[np.ndarray]) -> np.ndarray:
+    """Predictions (n, K) of K stored weight sets on rows `x` (n, F), in numpy."""
+    k, n_in, width = weights[0].shape
+    n = x.shape[0]
+    h = x @ weights[0].transpose(1, 0, 2).reshape(n_in, k * width) + biases[0].reshape(1, k * width)
+    if len(weights) == 1:
+        return h
+    h = np.maximum(h, 0.0, out=h).reshape(n, k, width).transpose(1, 0, 2)
+    last = len(weights) - 1
+    for i in range(1, last + 1):
+        h = np.matmul(h, weights[i]) + biases[i][:, None, :]
+        if i < last:
+            np.maximum(h, 0.0, out=h)
+    return h[:, :, 0].T
+
+
+def make_predict(
+    features: Sequence[str],
+    samples: PosteriorSamples,
+    *,
+    k: int = 100,
+    budget_bytes: int = PREDICT_BUDGET_BYTES,
+) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """The Numerai `predict(live_features)`: the ensemble mean of the first `k` posterior samples,
+    ranked to (0, 1]. Stored as numpy arrays; runs with numpy and pandas only.
+
+    `predict.with_params(live_features, return_std=True)` adds `prediction_std` (the predictive
+    standard deviation over the K samples, in target units) next to the same `prediction`."""
+    if k < 1:
+        raise ValueError(f"k (posterior samples kept in the model) must be >= 1, got {k}")
+    features = list(features)
+    if len(features) != samples.widths[0]:
+        raise ValueError(f"{len(features)} feature names for a net with {samples.widths[0]} inputs")
+    weights, biases = samples.head(k).numpy()
+    n_kept = weights[0].shape[0]
+    per_row = FLOAT_BYTES * n_kept * (2 * max(w.shape[2] for w in weights) + 2)
+    rows_per_block = max(1, budget_bytes // per_row)
+
+    def predict_with_options(live_features: pd.DataFrame, *, return_std: bool = False) -> pd.DataFrame:
+        missing = [c for c in features if c not in live_features.columns]
+        if missing:
+            raise KeyError(f"live_features lacks feature column(s) {missing[:10]}")
+        x = live_features[features].to_numpy(dtype=np.float32, na_value=2.0) / 4.0 - 0.5
+        mean = np.empty(len(x), dtype=np.float64)
+        std = np.empty(len(x), dtype=np.float64)
+        for a in range(0, len(x), rows_per_block):
+            pred = numpy_forward(x[a : a + rows_per_block], weights, biases).astype(np.float64)
+            mean[a : a + len(pred)] = pred.mean(axis=1)
+            std[a : a + len(pred)] = pred.std(axis=1)
+        out = pd.DataFrame(
+            {"prediction": pd.Series(mean, index=live_features.index).rank(pct=True).to_numpy()},
+            index=live_features.index,
+        )
+        if return_std:
+            out["prediction_std"] = std
+        return out
+
+    def predict(live_features: pd.DataFrame) -> pd.DataFrame:
+        return predict_with_options(live_features)
+
+    predict.with_params = predict_with_options
+    predict.features = features
+    predict.n_samples = n_kept
+    return predict
