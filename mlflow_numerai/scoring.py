@@ -284,11 +284,15 @@ def _check_predictions(predictions, name: str = "predictions") -> pd.DataFrame:
         raise ScoringError(f"{name} columns must be numeric; not numeric: {_examples(bad)}")
     _check_unique_index(predictions, name)
     values = predictions.to_numpy()
-    finite = np.isfinite(values)
-    if not finite.all():
-        cols = predictions.columns[~finite.all(axis=0)]
-        n_bad = int((~finite).sum())
-        raise ScoringError(f"{name} has {n_bad} NaN or infinite values, in columns {_examples(cols)}")
+    # a float64 column sum is finite iff every value is (barring float64 overflow): a reduction,
+    # so no (rows, columns) temporary for the 1000-column case; the exact count only on failure
+    if not np.isfinite(values.sum(axis=0, dtype=np.float64)).all():
+        bad = np.zeros(values.shape[1], dtype=np.int64)
+        for start in range(0, len(values), 65536):
+            bad += (~np.isfinite(values[start : start + 65536])).sum(axis=0)
+        if bad.any():
+            cols = predictions.columns[bad > 0]
+            raise ScoringError(f"{name} has {int(bad.sum())} NaN or infinite values, in columns {_examples(cols)}")
     return predictions
 
 
@@ -330,9 +334,11 @@ def _check_on_constant(on_constant: str) -> None:
 
 
 def _check_not_constant(predictions: pd.DataFrame, on_constant: str, name: str = "predictions") -> None:
+    if on_constant != "raise":
+        return
     values = predictions.to_numpy()
-    constant = (values == values[:1]).all(axis=0)
-    if constant.any() and on_constant == "raise":
+    constant = values.min(axis=0) == values.max(axis=0)
+    if constant.any():
         raise ScoringError(
             f"{name} column(s) {_examples(predictions.columns[constant])} are constant: a constant "
             "prediction has no correlation (pass on_constant='nan' to score it NaN)"
