@@ -340,3 +340,18 @@ def test_parse_models_uri():
     assert registry.parse_models_uri("models:/a/3") == ("a", "3", None)
     assert registry.parse_models_uri("models:/a@champ") == ("a", None, "champ")
     assert registry.parse_models_uri("runs:/abc/model") is None
+
+
+def test_interrupted_validation_is_recorded_as_error(client, live_path, monkeypatch, uniq):
+    from mlflow_numerai.sandbox import validate as validate_module
+
+    _register(uniq, _good_fn(), live_path)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(validate_module, "run_pickle", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        validate_module.validate(f"models:/{uniq}/1", live=live_path)
+    state = upload_state(uniq, "1", client)
+    assert (state["state"], state["reason"]) == (ERROR, "interrupted")

@@ -432,7 +432,6 @@ def kill_everything(child_pid: int, sampler: TreeSampler, group: Cgroup | None, 
     """
     killed: set[int] = set()
     deadline = time.monotonic() + settle_seconds
-    scan_env = True
     while True:
         if group is not None:
             for pid in group.pids():
@@ -442,10 +441,7 @@ def kill_everything(child_pid: int, sampler: TreeSampler, group: Cgroup | None, 
             os.killpg(child_pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        victims = sampler.tree()
-        if scan_env:
-            victims += _token_holders(token)
-        for proc in victims:
+        for proc in sampler.tree() + _token_holders(token):
             if proc.pid == os.getpid():
                 continue
             try:
@@ -456,11 +452,9 @@ def kill_everything(child_pid: int, sampler: TreeSampler, group: Cgroup | None, 
         time.sleep(0.02)
         remaining = [p for p in sampler.tree() + _token_holders(token) if p.pid != child_pid and _alive(p)]
         if group is not None:
-            remaining += [psutil.Process(pid) for pid in group.pids() if psutil.pid_exists(pid)]
-        remaining = [p for p in remaining if _alive(p)]
+            remaining += [pid for pid in group.pids() if pid != child_pid]
         if not remaining or time.monotonic() > deadline:
             break
-        scan_env = True
     killed.discard(child_pid)
     return len(killed)
 

@@ -286,6 +286,12 @@ def _run_flow(target, profile, live, bench, valid, limits, python, pickle_python
         report.log_tail = (report.log_tail + "\n" + traceback.format_exc())[-20000:]
         if not flow.machine.final:
             flow.machine.to(ERROR, "validator", report.message)
+    except BaseException:  # Ctrl-C / SystemExit: record it, then let it through
+        if not flow.machine.final:
+            flow.machine.to(ERROR, "interrupted", "the validation was interrupted")
+        if flow.client is not None:
+            flow.client.set_terminated(flow.run_id, "KILLED")
+        raise
     report.history = flow.full_history()
     if flow.client is not None:
         _log_validation_run(flow, report, workdir)
