@@ -183,7 +183,9 @@ def to_period_index(values: pd.Series, *, freq: str | None = None) -> pd.PeriodI
         index = pd.PeriodIndex(values)
         return index.asfreq(freq) if freq else index.rename("period")
     try:
-        dates = pd.to_datetime(values)
+        with warnings.catch_warnings():  # "could not infer format": period strings parse one by one
+            warnings.simplefilter("ignore", UserWarning)
+            dates = pd.to_datetime(values)
     except (ValueError, TypeError):
         try:  # period strings such as 2009Q3 that to_datetime rejects
             return pd.PeriodIndex(values.astype(str), freq=freq, name="period")
