@@ -355,3 +355,38 @@ def test_interrupted_validation_is_recorded_as_error(client, live_path, monkeypa
         validate_module.validate(f"models:/{uniq}/1", live=live_path)
     state = upload_state(uniq, "1", client)
     assert (state["state"], state["reason"]) == (ERROR, "interrupted")
+
+
+def _forecast_fn(columns):
+    def predict(frame):
+        import numpy as np
+        import pandas as pd
+
+        steps = int(frame["steps"].iloc[0])
+        data = {"step": np.arange(1, steps + 1)}
+        data.update({c: np.linspace(1.0, 2.0, steps) for c in columns})
+        return pd.DataFrame(data, index=pd.Index([f"2010Q{i % 4 + 1}" for i in range(steps)], name="period"))
+
+    return predict
+
+
+@pytest.mark.parametrize("written, state, reason", [
+    (["realgdp_forecast", "realgdp_lower", "realgdp_upper"], SUCCESS, None),
+    (["realgdp_forecast"], FAILED, "invalid_output:columns"),
+])
+def test_forecast_profile_reads_the_declared_contract(client, uniq, written, state, reason):
+    """A forecast model (VARMAX-style): the profile, contract and input example come from MLmodel."""
+    import mlflow
+
+    from mlflow_numerai.packaging import log_numerai_model
+    from mlflow_numerai.sandbox.validate import validate
+
+    contract = {"columns": ["step", "realgdp_forecast", "realgdp_lower", "realgdp_upper"], "horizon": 6,
+                "max_horizon": 12}
+    with mlflow.start_run():
+        log_numerai_model(_forecast_fn(written), input_example=pd.DataFrame({"steps": [6]}), profile="forecast",
+                          output_contract=contract, registered_model_name=uniq)
+    report = validate(f"models:/{uniq}/1")
+    assert report.profile == "forecast"
+    assert (report.status, report.reason) == (state, reason), report.message
+    assert upload_state(uniq, "1", client)["state"] == state

@@ -632,6 +632,10 @@ def test_forecast_checks():
     good_frame = pd.DataFrame({"period": [1, 2, 3], "realgdp": [1.0, 2, 3], "realcons": [4.0, 5, 6]})
     assert checks.check_forecast(good_frame, contract) == []
     assert checks.check_forecast(good_frame.iloc[:2], contract)[0].check == "horizon"
+    # the request decides the rows when known: a `steps` column, else one row per period
+    assert checks.check_forecast(good_frame, contract, request=pd.DataFrame({"steps": [3]})) == []
+    assert checks.check_forecast(good_frame, contract, request=pd.DataFrame({"x": [1.0] * 4}))[0].check == "horizon"
+    assert checks.check_forecast(good_frame, {"max_horizon": 2})[0].check == "horizon"
     assert checks.check_forecast(good_frame.rename(columns={"realcons": "x"}), contract)[0].check == "columns"
     inf = good_frame.assign(realgdp=[1.0, np.inf, 3])
     assert checks.check_forecast(inf, contract)[0].check == "finite"

@@ -66,27 +66,44 @@ def check_submission(frame: pd.DataFrame, live_ids: pd.Index) -> list[CheckFailu
     return failures
 
 
-def check_forecast(frame: pd.DataFrame, contract: dict) -> list[CheckFailure]:
-    """A forecast model's output against its declared contract: columns, horizon, finite values.
+def requested_horizon(request: pd.DataFrame | None) -> int | None:
+    """Periods a forecast request asks for: its `steps` value, else one per row (None: unknown)."""
+    if request is None or len(request) == 0:
+        return None
+    if "steps" in request.columns:
+        value = pd.to_numeric(request["steps"], errors="coerce").iloc[0]
+        return int(value) if pd.notna(value) else None
+    return int(len(request))
 
-    `contract` keys (all optional): `columns` (list, order-free), `horizon` (int rows),
-    `finite` (bool, default True). The CSV's first column is the written index.
+
+def check_forecast(frame: pd.DataFrame, contract: dict, request: pd.DataFrame | None = None) -> list[CheckFailure]:
+    """A forecast model's written output against its declared contract.
+
+    `contract` keys (all optional): `columns` (list, order-free), `horizon` (rows, used when the
+    request is unknown), `max_horizon`, `finite` (default True). With the `request` the model was
+    called on, the rows must match the periods it asked for. The CSV's first column is the
+    written index.
     """
     body = frame.iloc[:, 1:] if frame.shape[1] > 1 else frame
+    if len(body) == 0:
+        return [CheckFailure("empty", "the forecast has 0 rows")]
     failures = []
     expected = contract.get("columns")
     if expected is not None and sorted(map(str, body.columns)) != sorted(map(str, expected)):
         failures.append(CheckFailure("columns", f"forecast columns are {list(map(str, body.columns))}, the contract says {list(expected)}"))
-    horizon = contract.get("horizon")
-    if horizon is not None and len(body) != int(horizon):
-        failures.append(CheckFailure("horizon", f"forecast has {len(body)} row(s), the contract's horizon is {int(horizon)}"))
+    horizon = requested_horizon(request)
+    if horizon is None and contract.get("horizon") is not None:
+        horizon = int(contract["horizon"])
+    if horizon is not None and len(body) != horizon:
+        failures.append(CheckFailure("horizon", f"forecast has {len(body)} row(s) but {horizon} period(s) were requested"))
+    max_horizon = contract.get("max_horizon")
+    if max_horizon is not None and len(body) > int(max_horizon):
+        failures.append(CheckFailure("horizon", f"forecast has {len(body)} row(s), more than the contract's max_horizon {int(max_horizon)}"))
     if contract.get("finite", True):
         values = body.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
         bad = ~np.isfinite(values)
         if bad.any():
             failures.append(CheckFailure("finite", f"{int(bad.sum())} forecast value(s) are NaN, infinite or not numbers"))
-    if len(body) == 0:
-        failures.append(CheckFailure("empty", "the forecast has 0 rows"))
     return failures
 
 

@@ -338,7 +338,7 @@ def _stages(flow, report, target, profile, live, bench, valid, limits, python, p
     flow.machine.to(VALIDATING)
     written = checks.read_output_csv(outcome.predictions_csv)
     if profile == "forecast":
-        failures = checks.check_forecast(written, target.metadata.get("output_contract") or {})
+        failures = checks.check_forecast(written, target.metadata.get("output_contract") or {}, request=live)
     else:
         failures = checks.check_submission(written, live.index)
         if not failures:
