@@ -65,6 +65,9 @@ def timed(fn, repeats: int) -> list[float]:
 
 
 def bench_overhead(repeats: int, rows: int, tmp: Path) -> None:
+    import os
+
+    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPU(s)")
     predict, features = small_model(200)
     pkl = tmp / "predict.pkl"
     pkl.write_bytes(cloudpickle.dumps(predict))
@@ -87,6 +90,14 @@ def bench_overhead(repeats: int, rows: int, tmp: Path) -> None:
 
     def bare_python():
         subprocess.run([sys.executable, "-I", "-c", "import pandas"], check=True)
+
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    bare_python()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(f"CPU seconds of one bare interpreter + pandas import: "
+          f"{after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime:.2f}")
 
     rows_out = []
     base = statistics.median(timed(in_process, repeats))
@@ -129,7 +140,7 @@ def bench_memory(cap: int, tmp: Path) -> None:
         probe.remove()
         modes.insert(0, "cgroup")
     print(f"\n## Memory-cap precision (cap {cap / 2**20:.0f} MiB; a tree of 3 processes growing 32 MiB steps)")
-    print("| enforcement | reason | peak observed (MiB) | sampled tree RSS peak (MiB) | above cap (MiB) | seconds to kill |")
+    print("| enforcement | reason | peak reported (MiB) | sampled tree RSS sum peak (MiB) | reported above cap (MiB) | seconds to kill |")
     print("| --- | --- | --- | --- | --- | --- |")
     for mode in modes:
         limits = SandboxLimits(memory_bytes=cap, timeout_seconds=300, memory_enforcement=mode)

@@ -609,7 +609,9 @@ def _execute(spec, script, private, out_dir, limits, group, net, mem_method, tok
     if group is not None and group.cpu_seconds() is not None:
         cpu = group.cpu_seconds()
     peak_rss = sampler.peak_rss
-    peak = max(peak_rss, group.peak() if group is not None else 0)
+    # The kernel's own figure where a cgroup enforces the cap (the RSS sum counts shared pages
+    # once per process, so it overstates a tree); else the sampled RSS of the tree.
+    peak = (group.peak() or peak_rss) if group is not None else peak_rss
     result = _read_result(private / "result.json")
     predictions = None
     if (private / "predictions.csv").exists() and result.get("status") == "ok":
