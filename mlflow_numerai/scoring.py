@@ -144,38 +144,50 @@ def _float32_order_keys(x: np.ndarray) -> np.ndarray:
 def _sort_columns(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sort each column of ``block`` (rows, columns) of finite values.
 
-    Returns ``(order, keys)``, both (columns, rows): ``order[c]`` lists the rows of column ``c``
-    by ascending value and ``keys[c]`` compare like the sorted values (equal iff values are).
+    Returns ``(order, continues)``, both (columns, rows): ``order[c]`` lists the rows of column
+    ``c`` by ascending value; ``continues[c, i]`` says the value at sorted position ``i`` equals
+    the one at ``i - 1`` (ties).
 
     Speed without giving up exactness: the values rounded to float32 (a monotone map) are packed
     with their row number into 64-bit integers (value in the high word, row in the low word) and
-    sorted with one ``np.sort``, several times faster than ``argsort``; the two words are then
-    read back as strided views. For float32 input that is the answer. For float64 input, values
-    that round to the same float32 may come out of order: the (rare) columns where that happened
-    are sorted again with ``argsort``."""
+    sorted with one ``np.sort``, several times faster than ``argsort``; the two words are read
+    back as strided views. For float32 input that is the answer. For float64 input, distinct
+    values can round to the same float32: only those runs are re-sorted by their float64 values
+    (``np.lexsort`` on the few positions involved)."""
     n = block.shape[0]
     b32 = block if block.dtype == np.float32 else block.astype(np.float32)
     if n >= 2**32 or (b32 is not block and not np.isfinite(b32).all()):  # float32 overflow
         x = np.ascontiguousarray(block.T, dtype=np.float64)
         order = np.argsort(x, axis=1)
-        return order, np.take_along_axis(x, order, axis=1)
+        keys = np.take_along_axis(x, order, axis=1)
+        continues = np.zeros(keys.shape, dtype=bool)
+        np.equal(keys[:, 1:], keys[:, :-1], out=continues[:, 1:])
+        return order, continues
     packed = _float32_order_keys(b32).T.astype(np.uint64, order="C")
     packed <<= np.uint64(32)
     packed |= np.arange(n, dtype=np.uint64)
     packed.sort(axis=1)
     words = packed.view(np.uint32)  # (k, 2n); little-endian: low word (row) first
     low, high = (0, 1) if sys.byteorder == "little" else (1, 0)
-    order = words[:, low::2]
-    if b32 is block:
-        return order, words[:, high::2]
-    order = order.astype(np.intp)
-    x = np.ascontiguousarray(block.T, dtype=np.float64)
-    keys = np.take_along_axis(x, order, axis=1)
-    unsorted = (keys[:, 1:] < keys[:, :-1]).any(axis=1)
-    if unsorted.any():
-        order[unsorted] = np.argsort(x[unsorted], axis=1)
-        keys[unsorted] = np.take_along_axis(x[unsorted], order[unsorted], axis=1)
-    return order, keys
+    order, keys32 = words[:, low::2], words[:, high::2]
+    continues = np.zeros(order.shape, dtype=bool)
+    np.equal(keys32[:, 1:], keys32[:, :-1], out=continues[:, 1:])
+    if b32 is block or not continues.any():
+        return order, continues
+    # float64 input: settle each run of equal float32 keys by the float64 values
+    order = np.ascontiguousarray(order)
+    flat_order, flat_cont = order.reshape(-1), continues.reshape(-1)
+    in_run = flat_cont.copy()
+    in_run[:-1] |= flat_cont[1:]
+    positions = np.flatnonzero(in_run)
+    run = np.cumsum(~flat_cont[positions]) - 1
+    rows = flat_order[positions]
+    values = block[rows, positions // n]
+    perm = np.lexsort((values, run))
+    flat_order[positions] = rows[perm]
+    values = values[perm]
+    flat_cont[positions] = np.r_[False, (values[1:] == values[:-1]) & (run[1:] == run[:-1])]
+    return order, continues
 
 
 class _SortedTransform:
@@ -187,15 +199,13 @@ class _SortedTransform:
     ``column * n + i``) carry their own ``values``. Column sums and dot products are the base
     row's plus the corrections, so a dense (columns, rows) array is never needed."""
 
-    def __init__(self, keys: np.ndarray, p: float | None):
-        k, n = keys.shape
+    def __init__(self, continues: np.ndarray, p: float | None):
+        k, n = continues.shape
         self.k, self.n = k, n
         table = _rank_table(n, p)
         self.base = table[::2]
-        self.constant = keys[:, 0] == keys[:, -1]
-        continues = np.zeros((k, n), dtype=bool)  # same value as the previous sorted position
-        np.equal(keys[:, 1:], keys[:, :-1], out=continues[:, 1:])
-        continues = continues.ravel()
+        self.constant = continues[:, 1:].all(axis=1)
+        continues = continues.reshape(-1)
         in_tie = continues.copy()
         in_tie[:-1] |= continues[1:]  # a group's first member: the next position continues it
         self.positions = np.flatnonzero(in_tie)
@@ -361,6 +371,10 @@ class _EraLayout:
         max_filtered_ratio: float | None,
         extra_keep: np.ndarray | None = None,
     ):
+        if max_filtered_ratio is not None and not (
+            isinstance(max_filtered_ratio, (int, float)) and 0 <= max_filtered_ratio <= 1
+        ):
+            raise ScoringError(f"max_filtered_ratio must be in [0, 1] or None, got {max_filtered_ratio!r}")
         pred_eras = _check_eras(eras, predictions.index)
         # Center the target on its era's mean over every id with a known era and a target
         # (numerai-tools centers on the whole target passed in, before intersecting ids).
@@ -440,8 +454,8 @@ def _float_values(predictions: pd.DataFrame) -> np.ndarray:
 def _gauss_rows(values: np.ndarray, p: float | None) -> np.ndarray:
     """Tie-kept rank -> gaussianize (-> power ``p``) of each column of ``values`` (rows,
     columns), returned (columns, rows) in row order."""
-    order, keys = _sort_columns(values)
-    return _unsort(_SortedTransform(keys, p).dense(), order)
+    order, continues = _sort_columns(values)
+    return _unsort(_SortedTransform(continues, p).dense(), order)
 
 
 # --------------------------------------------------------------------------------------------
@@ -480,8 +494,8 @@ def per_era_numerai_corr(
             continue  # one row or a constant target: no correlation (NaN)
         block = _era_block(values, rows)
         for cols in _column_chunks(block.shape[1]):
-            order, keys = _sort_columns(block[:, cols])
-            g = _SortedTransform(keys, 1.5)
+            order, ties = _sort_columns(block[:, cols])
+            g = _SortedTransform(ties, 1.5)
             corr = _pearson_sorted(g, order, t)
             corr[g.constant] = np.nan
             out[e, cols] = corr
@@ -552,8 +566,8 @@ def per_era_correlation_contribution(
         t = _mmc_target(raw_target[rows])
         block = _era_block(values, rows)
         for cols in _column_chunks(block.shape[1]):
-            order, keys = _sort_columns(block[:, cols])
-            p = _SortedTransform(keys, None)
+            order, ties = _sort_columns(block[:, cols])
+            p = _SortedTransform(ties, None)
             # t . (p - m (p . m) / (m . m)): the covariance of t with p orthogonalized to m
             mmc = (p.dot(t[order]) - (t @ m) * p.dot(m[order]) / (m @ m)) / len(rows)
             mmc[p.constant] = np.nan
@@ -629,8 +643,8 @@ def per_era_feature_neutral_corr(
         neutral = neutralize(_gauss_rows(block, None).T, feats[rows])
         # a column fully explained by the features has only rounding noise left to rank
         explained = neutral.std(axis=0) < 1e-9
-        order, keys = _sort_columns(neutral)
-        corr = _pearson_sorted(_SortedTransform(keys, 1.5), order, t)
+        order, ties = _sort_columns(neutral)
+        corr = _pearson_sorted(_SortedTransform(ties, 1.5), order, t)
         corr[constant | explained] = np.nan
         out[e] = corr
     return pd.DataFrame(out, index=layout.labels, columns=predictions.columns)

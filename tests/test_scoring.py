@@ -338,6 +338,8 @@ def test_too_many_ids_dropped_raises():
     with pytest.raises(ScoringError, match="keep fewer than 80%"):
         scoring.per_era_numerai_corr(preds, sparse, eras)
     scoring.per_era_numerai_corr(preds, sparse, eras, max_filtered_ratio=None)  # opt out: scores
+    with pytest.raises(ScoringError, match="max_filtered_ratio must be in"):
+        scoring.per_era_numerai_corr(preds, target, eras, max_filtered_ratio=1.5)
 
 
 def test_nan_and_inf_predictions_raise():
@@ -427,3 +429,14 @@ def test_float64_values_equal_in_float32_are_still_ordered():
     got = scoring._gauss_rows(frame.to_numpy(), None)
     for j, col in enumerate(frame.columns):
         np.testing.assert_allclose(got[j], ref_gauss(frame[col]), rtol=0, atol=1e-15)
+
+
+def test_float64_collisions_in_float32_random():
+    # many float64 values sharing a float32 key, some exactly tied, in several columns at once
+    rng = np.random.default_rng(21)
+    coarse = rng.integers(0, 40, (400, 70)).astype(np.float32).astype(np.float64) / 7
+    fine = coarse + rng.integers(-3, 4, coarse.shape) * 1e-12
+    got = scoring._gauss_rows(fine, 1.5)
+    frame = pd.DataFrame(fine)
+    for j in (0, 1, 33, 64, 69):
+        np.testing.assert_allclose(got[j], ref_pow(ref_gauss(frame[j])), rtol=0, atol=1e-12)
