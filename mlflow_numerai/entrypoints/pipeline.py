@@ -56,6 +56,11 @@ STEPS: tuple[Step, ...] = (
                       "epochs": 3, "batch_size": 1024, "learning_rate": 0.003, "shuffle_window": 20000,
                       "registered_model_name": "numerai-keras-stream"},
          "Keras MLP streamed from the int8 cache (short run): train, evaluate, register"),
+    Step("bayes_nn", "bayes_nn",
+         lambda ctx: {"data_dir": str(ctx.data_dir), "feature_set": "small", "prior": "laplace",
+                      "hidden": "32-16", "epochs": 4, "batch_size": 1024, "lr": 0.01, "n_samples": 200,
+                      "k_model_samples": 50, "registered_model_name": "numerai-bayes-nn"},
+         "Pyro Bayesian NN (short run): posterior ensemble, burn AUC, evaluate, register"),
     # Keep these two last: validate the registered baseline in the sandbox, then promote it.
     Step("validate", "validate",
          lambda ctx: {"model_uri": "models:/numerai-baseline/latest", "data_dir": str(ctx.data_dir)},
