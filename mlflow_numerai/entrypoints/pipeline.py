@@ -202,7 +202,6 @@ def pipeline(steps_spec: str, data_dir: str, overrides: tuple[str, ...], project
     steps = parse_steps(steps_spec)
     step_overrides = parse_overrides(overrides)
     projects = find_project_dir(project_dir)
-    uri = ensure_tracking_uri(tracking_uri)
     synthetic = data_dir in (PIPELINE_DATA, "")
     if synthetic:
         data_path = default_data_dir()
@@ -214,6 +213,7 @@ def pipeline(steps_spec: str, data_dir: str, overrides: tuple[str, ...], project
         raise click.BadParameter(f"no data in {str(data_path)!r} yet: include the 'data' step",
                                  param_hint="'--steps'")
     ctx = Context(data_path, synthetic)
+    uri = ensure_tracking_uri(tracking_uri)
     # Steps run `mlflow-numerai` from PATH (--env-manager local): use this installation's.
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
