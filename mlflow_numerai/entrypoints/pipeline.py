@@ -61,6 +61,9 @@ STEPS: tuple[Step, ...] = (
                       "hidden": "32-16", "epochs": 4, "batch_size": 1024, "lr": 0.01, "n_samples": 200,
                       "k_model_samples": 50, "registered_model_name": "numerai-bayes-nn"},
          "Pyro Bayesian NN (short run): posterior ensemble, burn AUC, evaluate, register"),
+    Step("varmax", "varmax",
+         lambda ctx: {"max_p": "2", "max_q": "1", "registered_model_name": "numerai-varmax"},
+         "VARMAX on US macro data: order search, forecast model, sandbox validation, @champion"),
     # Keep these two last: validate the registered baseline in the sandbox, then promote it.
     Step("validate", "validate",
          lambda ctx: {"model_uri": "models:/numerai-baseline/latest", "data_dir": str(ctx.data_dir)},
