@@ -342,6 +342,17 @@ def _signature_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[keep].head(EXAMPLE_ROWS)
 
 
+def _optional_outside(schema, data_dir, feature_set: str):
+    """`schema` with only `era` and the features of `feature_set` required: a request may carry
+    just what the model reads (the whole live frame still works)."""
+    from mlflow.types.schema import ColSpec, Schema
+
+    from mlflow_numerai.data import io as data_io
+
+    needed = {"era", *data_io.feature_columns(data_dir, feature_set)}
+    return Schema([ColSpec(c.type, c.name, required=c.name in needed) for c in schema.inputs])
+
+
 def log_numerai_model(
     predict: Callable,
     name: str = "model",
@@ -420,6 +431,8 @@ def log_numerai_model(
     example = _signature_frame(data)
     example_output = output.head(EXAMPLE_ROWS) if isinstance(output, (pd.DataFrame, pd.Series)) else None
     signature = infer_signature(example, example_output, params=_param_example(predict))
+    if profile == "numerai" and data_dir is not None and feature_set is not None:
+        signature.inputs = _optional_outside(signature.inputs, data_dir, feature_set)
     model_metadata = dict(metadata or {})
     model_metadata.update(
         numerai_profile=profile,

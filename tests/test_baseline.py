@@ -186,4 +186,11 @@ def test_baseline_command_logs_evaluates_and_registers(tracking_uri, synthetic_d
     assert "train_seconds" in run.data.metrics
     pkl = download_predict_pkl("models:/baseline-test/1", tmp_path / "upload")
     live = read_split(synthetic_dir, "live")
-    pd.testing.assert_frame_equal(pd.read_pickle(pkl)(live), trained[0](live))
+    expected = trained[0](live)
+    pd.testing.assert_frame_equal(pd.read_pickle(pkl)(live), expected)
+    # the pyfunc takes the whole live frame, or just era + the feature set it reads
+    model = mlflow.pyfunc.load_model("models:/baseline-test/1")
+    pd.testing.assert_frame_equal(model.predict(live), expected)
+    small = ["era", *feature_columns(synthetic_dir, "small")]
+    pd.testing.assert_frame_equal(model.predict(live[small[::-1]]), expected)
+    assert set(model.metadata.signature.inputs.required_input_names()) == set(small)
