@@ -285,7 +285,7 @@ def test_train_varmax_scores_on_test_and_refits_on_everything(series):
 
 
 @pytest.mark.e2e
-def test_train_varmax_command_logs_runs_artifacts_and_model(tracking_uri, tmp_path, series):
+def test_train_varmax_command_logs_runs_artifacts_and_model(tracking_uri, tmp_path, series, monkeypatch):
     import mlflow
     from click.testing import CliRunner
 
@@ -294,6 +294,10 @@ def test_train_varmax_command_logs_runs_artifacts_and_model(tracking_uri, tmp_pa
     frame = series.copy()
     frame.insert(0, "quarter", frame.index.astype(str))
     frame.to_csv(tmp_path / "macro.csv", index=False)
+    # as under `mlflow run`: the run exists with the entry point's raw parameters logged
+    with mlflow.start_run() as project_run:
+        mlflow.log_params({"endog": "", "exog": "", "transform": "", "workers": "1", "max_p": "1"})
+    monkeypatch.setenv("MLFLOW_RUN_ID", project_run.info.run_id)
     result = CliRunner().invoke(varmax, [
         "--preset", "none", "--data", str(tmp_path / "macro.csv"), "--date-column", "quarter",
         "--endog", "gdp,cons", "--exog", "rate,spend", "--transform", "log-diff", "--test-periods", "8",
@@ -303,7 +307,8 @@ def test_train_varmax_command_logs_runs_artifacts_and_model(tracking_uri, tmp_pa
     assert result.exit_code == 0, result.output
     client = mlflow.MlflowClient()
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
-    parent = next(r for r in runs if r.info.run_name == "varmax")
+    parent = next(r for r in runs if r.info.run_id == project_run.info.run_id)
+    assert parent.data.params["config.endog"] == "gdp,cons" and parent.data.params["endog"] == ""
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted(r.info.run_name for r in children) == ["VARMAX(0,1)", "VARMAX(1,0)", "VARMAX(1,1)"]
     assert all({"aic", "bic", "hqic", "test_rmse", "fit_seconds", "converged"} <= set(r.data.metrics) for r in children)

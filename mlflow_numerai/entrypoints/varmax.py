@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import asdict
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -259,14 +260,13 @@ def varmax(preset, source, date_column, freq, endog, exog, transform, test_perio
     n_workers = fam.default_workers(len(candidates)) if workers == 0 else workers
 
     with mlflow.start_run(run_name=FAMILY, tags={"numerai.family": FAMILY}) as run:
-        mlflow.log_params({
-            "preset": preset, "data": source, "data_version": version_label, "endog": ",".join(config.endog),
-            "exog": ",".join(config.exog), "transform": config.transform, "test_periods": config.test_periods,
-            "max_p": config.max_p, "max_q": config.max_q, "criterion": config.criterion, "trend": config.trend,
-            "maxiter": config.maxiter, "alpha": config.alpha, "max_horizon": config.max_horizon,
-            "workers": n_workers, "periods": len(frame),
-            "first_period": str(frame.index[0]), "last_period": str(frame.index[-1]),
-        })
+        # Under `mlflow run` the entry point's raw parameters are already logged under their own
+        # names (e.g. endog=""), so the resolved configuration goes under `config.*`.
+        mlflow.log_params({f"config.{k}": ",".join(v) if isinstance(v, tuple) else v
+                           for k, v in asdict(config).items()})
+        mlflow.log_params({"config.preset": preset, "config.data": source, "data_version": version_label,
+                           "config.workers": n_workers, "periods": len(frame),
+                           "first_period": str(frame.index[0]), "last_period": str(frame.index[-1])})
         click.echo(f"varmax: {len(candidates)} candidate orders on {len(frame)} periods "
                    f"({config.test_periods} held out), {n_workers} process(es)")
         import time
