@@ -162,9 +162,16 @@ def test_failed_model_is_never_uploaded(client, store, fake_numerapi):
 
 
 def test_upload_config_errors_name_the_problem(client, store, fake_numerapi, monkeypatch):
+    from mlflow_numerai.registry import upload_history
+
+    before = upload_history("good", "1", client.client)
     with pytest.raises(MlflowException, match="no model named 'nope'"):
         client.create_deployment("e1", "models:/good/1",
                                  config={"live": store["live"], "upload": "true", "numerai_model": "nope"})
+    with pytest.raises(MlflowException, match="docker_image 'Python 2.7' is not offered"):
+        client.create_deployment("e1b", "models:/good/1",
+                                 config={"upload": "true", "numerai_model": "my_numerai_model",
+                                         "docker_image": "Python 2.7"})
     with pytest.raises(MlflowException, match="unknown config key"):
         client.create_deployment("e2", "models:/good/1", config={"uplaod": "true"})
     with pytest.raises(MlflowException, match="must be true or false"):
@@ -176,6 +183,7 @@ def test_upload_config_errors_name_the_problem(client, store, fake_numerapi, mon
         client.create_deployment("e5", "models:/good/99")
     assert fake_numerapi.calls == []
     assert [d["name"] for d in client.list_deployments()] == []
+    assert upload_history("good", "1", client.client) == before  # refused before any validation
 
 
 def test_mlflow_deployments_cli(client, store):

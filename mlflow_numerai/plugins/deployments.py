@@ -179,12 +179,12 @@ class NumeraiDeploymentClient(BaseDeploymentClient):
 
     # ------------------------------------------------------------------ the flow
     def _deploy(self, name: str, model_uri: str, config: dict | None, previous: dict | None) -> dict:
-        from mlflow_numerai.sandbox.states import SUCCESS
+        from mlflow_numerai.sandbox.states import SUCCESS, utc_now
         from mlflow_numerai.sandbox.validate import ValidationArgumentError, validate
-        from mlflow_numerai.sandbox.states import utc_now
 
         options = _Options(config or {})
-        keys = _numerai_keys() if options.upload else None  # fail before any work when missing
+        # Everything an upload needs is checked before any work: keys, model name, options.
+        upload = _preflight(options, name) if options.upload else None
         model_name, version = self._registered(name, model_uri)
         try:
             report = validate(f"models:/{model_name}/{version}", **options.validate_kwargs())
@@ -195,42 +195,24 @@ class NumeraiDeploymentClient(BaseDeploymentClient):
                   "created": (previous or {}).get("created", now), "updated": now, "upload": None}
         if previous and previous.get("model_name") != model_name:
             self.client.delete_registered_model_tag(previous["model_name"], DEPLOYMENT_TAG_PREFIX + name)
-        if options.upload and report.status == SUCCESS:
-            record["upload"] = self._upload(record, options, keys)
-        elif options.upload:
+        if upload is not None and report.status == SUCCESS:
+            record["upload"] = self._upload(record, upload)
+        elif upload is not None:
             record["upload"] = {"skipped": f"state is {report.status} ({report.reason}); nothing uploaded"}
         self._save(record)
         return self._with_state(record)
 
-    def _upload(self, record: dict, options: _Options, keys: tuple[str, str]) -> dict:
-        import sys
-
+    def _upload(self, record: dict, upload: dict) -> dict:
         from mlflow_numerai.packaging import download_predict_pkl
 
-        api = make_numerapi_client(*keys)
-        numerai_model = options.config.get("numerai_model", record["name"])
-        models = api.get_models()
-        if numerai_model not in models:
-            raise MlflowException(f"Numerai account has no model named {numerai_model!r}; it has {sorted(models)}",
-                                  error_code="RESOURCE_DOES_NOT_EXIST")
-        data_version = options.config.get("data_version")
-        docker_image = options.config.get("docker_image") or f"Python {sys.version_info.major}.{sys.version_info.minor}"
-        for what, value, lister in (("data_version", data_version, "model_upload_data_versions"),
-                                    ("docker_image", docker_image, "model_upload_docker_images")):
-            if value is None or not hasattr(api, lister):
-                continue
-            available = getattr(api, lister)()
-            if value not in available and value not in available.values():
-                raise MlflowException(f"{what} {value!r} is not offered by Numerai; choose one of {sorted(available)}",
-                                      error_code="INVALID_PARAMETER_VALUE")
-        upload = getattr(api, "model_upload", None) or getattr(api, "upload_model")
+        api = upload.pop("api")
+        send = getattr(api, "model_upload", None) or getattr(api, "upload_model")
         with tempfile.TemporaryDirectory(prefix="numerai-upload-") as tmp:
             pkl = download_predict_pkl(f"models:/{record['model_name']}/{record['model_version']}", tmp)
-            upload_id = upload(str(pkl), model_id=models[numerai_model], data_version=data_version,
-                               docker_image=docker_image)
+            upload_id = send(str(pkl), model_id=upload["model_id"], data_version=upload["data_version"],
+                             docker_image=upload["docker_image"])
         self.client.set_model_version_tag(record["model_name"], record["model_version"], UPLOAD_ID_TAG, str(upload_id))
-        return {"upload_id": str(upload_id), "numerai_model": numerai_model, "model_id": models[numerai_model],
-                "data_version": data_version, "docker_image": docker_image}
+        return {"upload_id": str(upload_id), **upload}
 
     # ------------------------------------------------------------------ the API
     def create_deployment(self, name, model_uri, flavor=None, config=None, endpoint=None):
@@ -292,6 +274,30 @@ class NumeraiDeploymentClient(BaseDeploymentClient):
                 raise MlflowException(f"the model failed in the sandbox ({outcome.reason}): {outcome.message}")
             frame = pd.read_csv(outcome.predictions_csv, dtype={0: str})
         return PredictionsResponse({"predictions": frame.to_dict(orient="records")})
+
+
+def _preflight(options: _Options, deployment: str) -> dict:
+    """Check an upload can happen (keys, the Numerai model, data version, image); its parameters."""
+    import sys
+
+    api = make_numerapi_client(*_numerai_keys())
+    numerai_model = options.config.get("numerai_model", deployment)
+    models = api.get_models()
+    if numerai_model not in models:
+        raise MlflowException(f"Numerai account has no model named {numerai_model!r}; it has {sorted(models)}",
+                              error_code="RESOURCE_DOES_NOT_EXIST")
+    data_version = options.config.get("data_version")
+    docker_image = options.config.get("docker_image") or f"Python {sys.version_info.major}.{sys.version_info.minor}"
+    for what, value, lister in (("data_version", data_version, "model_upload_data_versions"),
+                                ("docker_image", docker_image, "model_upload_docker_images")):
+        if value is None or not hasattr(api, lister):
+            continue
+        available = getattr(api, lister)()
+        if value not in available and value not in available.values():
+            raise MlflowException(f"{what} {value!r} is not offered by Numerai; choose one of {sorted(available)}",
+                                  error_code="INVALID_PARAMETER_VALUE")
+    return {"api": api, "numerai_model": numerai_model, "model_id": models[numerai_model],
+            "data_version": data_version, "docker_image": docker_image}
 
 
 def _numerai_keys() -> tuple[str, str]:

@@ -85,7 +85,7 @@ def _audit(event: str, args: tuple) -> None:
             return  # AF_UNIX etc. (multiprocessing) stays allowed
     if len(_state["network_attempts"]) < 20:
         _state["network_attempts"].append(f"{event} {target}")
-    if _spec.get("net_guard") and event != "socket.getaddrinfo":
+    if _spec.get("net_guard"):  # name lookups too: a resolver query is network traffic
         raise PermissionError(1, f"network access is disabled in the sandbox ({event} {target})")
 
 

@@ -581,7 +581,7 @@ def _execute(spec, script, private, out_dir, limits, group, net, mem_method, tok
                           limits.sample_interval, on_breach=lambda: _breach(proc.pid, group, breach))
     sampler.start()
     timed_out = oom = False
-    status_word, rusage = None, None
+    pid, status_word, rusage = 0, None, None
     try:
         while True:
             pid, status_word, rusage = os.wait4(proc.pid, os.WNOHANG)
