@@ -182,16 +182,24 @@ def test_feature_neutral_option(tracking, model_uri):
     [
         ({"era": "era"}, "unknown evaluator_config key"),
         ({"targets": ["target_nope"]}, "target_nope"),
+        ({"targets": [3]}, "column name or a list"),
         ({"era_col": "round"}, "era column 'round'"),
         ({"meta_model": "meta"}, "meta_model column 'meta'"),
+        ({"meta_model": pd.DataFrame({"a": [1.0], "b": [2.0]})}, "pick one"),
         ({"feature_cols": ["feature_99"]}, "feature column"),
+        ({"feature_set": "small"}, "needs evaluator_config\\['data_dir'\\]"),
+        ({"feature_neutral": True, "feature_cols": []}, "feature_neutral needs"),
         ({"max_filtered_ratio": 2}, "max_filtered_ratio"),
     ],
 )
-def test_bad_config_is_a_clear_error_and_logs_nothing(tracking, model_uri, config, match):
-    frame = make_frame(seed=6, n_eras=3)
+def test_bad_config_is_a_clear_error(config, match):
     with pytest.raises(ev.NumeraiEvaluationError, match=match):
-        run_id, _ = _run_evaluate(model_uri, frame, config)
+        ev.parse_config(config, make_frame(seed=6, n_eras=2, rows=10), "target")
+
+
+def test_bad_config_through_evaluate_logs_nothing(tracking, model_uri):
+    with pytest.raises(ev.NumeraiEvaluationError, match="target_nope"):
+        _run_evaluate(model_uri, make_frame(seed=6, n_eras=3), {"targets": ["target_nope"]})
     run = mlflow.MlflowClient().search_runs([mlflow.get_experiment_by_name("Default").experiment_id],
                                             order_by=["attributes.start_time DESC"], max_results=1)[0]
     assert not run.data.metrics
