@@ -1,7 +1,9 @@
 """The `numerai` MLflow model evaluator (entry point group `mlflow.model_evaluator`).
 
     mlflow.models.evaluate(model_uri, data=validation_df, targets="target", model_type="regressor",
-                           evaluators=["numerai"], evaluator_config={...})
+                           evaluators=["numerai"], evaluator_config={"numerai": {...}})
+
+(with `evaluators="numerai"`, a string, MLflow takes the flat `evaluator_config={...}`.)
 
 The model gets the whole frame (id index, `era`, `data_type`, every feature) without the target
 columns (every column whose name starts with "target") and without a meta-model column, like a
