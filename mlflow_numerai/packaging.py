@@ -35,6 +35,7 @@ import os
 import pickletools
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -259,6 +260,31 @@ def requirements_of(modules: set[str]) -> dict[str, str]:
     return dict(sorted(found.items()))
 
 
+def local_modules(modules: set[str]) -> list[str]:
+    """The top-level modules among `modules` that are neither stdlib nor installed packages
+    (e.g. a script next to the notebook): a pickle referring to them fails to load elsewhere."""
+    import importlib.util
+    import site
+    import sysconfig
+
+    roots = {sysconfig.get_paths()[k] for k in ("purelib", "platlib", "stdlib", "platstdlib")}
+    roots |= set(site.getsitepackages())
+    tops = {m.split(".")[0] for m in modules} - set(sys.stdlib_module_names) - set(sys.builtin_module_names)
+    tops -= {"__main__", "mlflow_numerai"}  # __main__ and this package are pickled by value
+    local = []
+    for top in sorted(tops):
+        try:
+            spec = importlib.util.find_spec(top)
+        except (ImportError, ValueError):
+            spec = None
+        where = spec and (spec.origin or next(iter(spec.submodule_search_locations or []), None))
+        if not where or where in ("built-in", "frozen"):
+            continue
+        if not any(os.path.abspath(where).startswith(os.path.abspath(root) + os.sep) for root in roots):
+            local.append(top)
+    return local
+
+
 # --------------------------------------------------------------------------- output contract
 
 
@@ -423,6 +449,14 @@ def log_numerai_model(
             raise PackagingError(
                 f"predict.pkl imports {foreign} when loaded, which Numerai's runner does not "
                 "have; keep those out of the predict closure"
+            )
+        local = local_modules(modules)
+        if local:
+            warnings.warn(
+                f"predict.pkl imports {local} by reference, which are not installed packages: "
+                "Numerai's runner cannot import them (define that code where predict is defined, "
+                "or cloudpickle.register_pickle_by_value the module)",
+                stacklevel=2,
             )
     elif output is None:
         raise PackagingError("predict returned None on the example")

@@ -346,3 +346,14 @@ def test_numerai_profile_needs_an_example(predict):
         log_numerai_model(predict)
     with pytest.raises(PackagingError, match="profile must be one of"):
         log_numerai_model(predict, profile="tabular")
+
+
+def test_code_from_a_local_module_is_flagged(store, live):
+    """A helper imported from a local module (not an installed package) is pickled by reference:
+    Numerai's runner could not import it, so logging warns, naming the module."""
+    fn = lambda live_features: _good(live_features)  # noqa: E731 - _good lives in this test module
+    modules = pickled_modules(packaging.dumps_predict(fn))
+    assert packaging.local_modules(modules) == [__name__.split(".")[0]]
+    assert packaging.local_modules({"numpy.core", "pandas", "copyreg", "mlflow_numerai.scoring"}) == []
+    with pytest.warns(UserWarning, match=f"imports \\['{__name__.split('.')[0]}'\\] by reference"):
+        log_numerai_model(fn, input_example=live)
