@@ -40,7 +40,7 @@ class NumeraiPredictModel(PythonModel):
             self._predict = cloudpickle.load(f)
         self._n_params = len(inspect.signature(self._predict).parameters)
 
-    def predict(self, context, model_input, params: dict[str, Any] | None = None):
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None):
         """What the pickled predict returns for `model_input` (a DataFrame)."""
         if not isinstance(model_input, pd.DataFrame):
             raise TypeError(f"model_input must be a pandas DataFrame, got {type(model_input).__name__}")
