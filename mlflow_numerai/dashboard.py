@@ -498,17 +498,34 @@ def promotion_audit(tracking_uri: str, versions: pd.DataFrame | None = None) -> 
 # Bayesian NN: ensembles and uncertainty
 
 
+def _param_or_tag(runs: pd.DataFrame, param: str, tag: str) -> pd.Series:
+    """A run param, else the same fact from a tag (the study tags its nested runs `bnn.*`)."""
+    out = pd.Series([None] * len(runs), index=runs.index, dtype=object)
+    for col in (f"params.{param}", f"tags.{tag}"):
+        if col in runs:
+            out = out.where(out.notna(), runs[col])
+    return out
+
+
 def bnn_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per Bayesian-NN run with its prior/architecture params and ensemble-vs-member
-    metrics; `ensemble_beats_members` is ensemble corr mean > the members' average corr mean."""
-    cols = ["run_id", "run_name", "family", *BNN_PARAMS, *BNN_METRICS, "ensemble_beats_members", "parent_run_id"]
+    """One row per Bayesian-NN model (a `bayes_nn` run or a model of a `bnn_study`, including the
+    study's non-Bayesian baselines) with prior/architecture and ensemble-vs-member metrics.
+    `ensemble_beats_members`: ensemble corr mean > the members' average (None without members)."""
+    cols = ["run_id", "run_name", "family", "model", *BNN_PARAMS, *BNN_METRICS, "ensemble_beats_members", "parent_run_id"]
     if runs.empty or "metrics.ensemble_corr_mean" not in runs:
         return pd.DataFrame(columns=cols)
     sel = runs[runs["metrics.ensemble_corr_mean"].notna()]
     out = metric_columns(sel, BNN_METRICS)
-    for p in BNN_PARAMS:
-        out[p] = sel[f"params.{p}"] if f"params.{p}" in sel else None
-    out["ensemble_beats_members"] = out["ensemble_corr_mean"] > out["member_corr_mean_mean"]
+    out["prior"] = _param_or_tag(sel, "prior", "bnn.prior")
+    is_baseline = _param_or_tag(sel, "model", "bnn.model").astype(str).str.startswith("baseline")
+    out.loc[is_baseline.to_numpy(), "prior"] = "baseline (MSE)"
+    out["hidden"] = _param_or_tag(sel, "hidden", "bnn.hidden")
+    out["target_model"] = _param_or_tag(sel, "target_model", "bnn.target_model")
+    out["n_samples"] = _param_or_tag(sel, "n_samples", "bnn.n_samples")
+    model = _param_or_tag(sel, "__none__", "bnn.model")
+    out["model"] = model.where(model.notna(), sel["run_name"])
+    beats = (out["ensemble_corr_mean"] > out["member_corr_mean_mean"]).astype(object)
+    out["ensemble_beats_members"] = beats.where(out["member_corr_mean_mean"].notna(), None)
     out["parent_run_id"] = sel["parent_run_id"]
     return out[cols].reset_index(drop=True)
 
@@ -516,7 +533,9 @@ def bnn_table(runs: pd.DataFrame) -> pd.DataFrame:
 def bnn_members(tracking_uri: str, run_id: str) -> pd.DataFrame:
     """Per posterior sample: corr_mean, sharpe (`bnn/members.csv`); empty when not logged."""
     df = read_artifact_csv(tracking_uri, run_id, BNN_MEMBERS_ARTIFACT)
-    return df if df is not None else pd.DataFrame(columns=["corr_mean", "sharpe"])
+    if df is None or not {"corr_mean", "sharpe"} <= set(df.columns):
+        return pd.DataFrame(columns=["corr_mean", "sharpe"])
+    return df[["corr_mean", "sharpe"]]  # without the `sample` index column
 
 
 def bnn_per_era(tracking_uri: str, run_id: str) -> pd.DataFrame:
@@ -524,6 +543,9 @@ def bnn_per_era(tracking_uri: str, run_id: str) -> pd.DataFrame:
     df = read_artifact_csv(tracking_uri, run_id, BNN_PER_ERA_ARTIFACT, dtype={"era": str})
     if df is None:
         return pd.DataFrame(columns=["era", "ensemble_corr", "uncertainty", "burn"])
+    if "era" not in df:
+        df = df.rename(columns={df.columns[0]: "era"})
+    df["era"] = df["era"].astype(str)
     if "burn" in df:
         df["burn"] = df["burn"].astype(str).str.lower().isin(["1", "true", "1.0"])
     return df
@@ -532,7 +554,9 @@ def bnn_per_era(tracking_uri: str, run_id: str) -> pd.DataFrame:
 def bnn_roc(tracking_uri: str, run_id: str) -> pd.DataFrame:
     """The burn-era ROC curve (fpr, tpr) of one run, from `bnn/roc.csv`."""
     df = read_artifact_csv(tracking_uri, run_id, BNN_ROC_ARTIFACT)
-    return df if df is not None else pd.DataFrame(columns=["fpr", "tpr"])
+    if df is None or not {"fpr", "tpr"} <= set(df.columns):
+        return pd.DataFrame(columns=["fpr", "tpr"])
+    return df[["fpr", "tpr"]]
 
 
 def js_divergence(tracking_uri: str, run_id: str) -> pd.DataFrame:
@@ -551,8 +575,13 @@ def js_long(matrix: pd.DataFrame) -> pd.DataFrame:
 
 
 def study_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """The `bnn_study` parent runs (they hold the JS matrix), newest first."""
-    return runs[runs["family"] == "bnn_study"].reset_index(drop=True) if not runs.empty else runs
+    """The top-level `bnn_study` runs (they hold the JS matrix; their models are nested runs of
+    the same family), newest first."""
+    if runs.empty:
+        return runs
+    studies = runs[runs["family"] == "bnn_study"]
+    nested = studies["parent_run_id"].isin(studies["run_id"])
+    return studies[~nested].reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -754,6 +783,8 @@ def streamlit_command(tracking_uri: str, port: int, address: str = "localhost", 
         "true" if headless else "false",
         "--browser.gatherUsageStats",
         "false",
+        "--client.toolbarMode",
+        "viewer",
         "--",
         "--tracking-uri",
         tracking_uri,

@@ -25,6 +25,7 @@ class Logged:
     keras: list[str] = field(default_factory=list)
     bnn: dict[str, str] = field(default_factory=dict)  # prior -> run id
     study: str = ""
+    study_baseline: str = ""
     varmax: str = ""
     per_era: dict[str, pd.DataFrame] = field(default_factory=dict)  # run id -> per-era corr table
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # run id -> metrics
@@ -143,10 +144,12 @@ def fill_contract_store(tracking_uri: str, *, eras: int = 12, n_members: int = 2
     aucs = {"uniform": 0.468, "normal": 0.601, "laplace": 0.625}
     dists = {}
     for j, prior in enumerate(PRIORS):
-        run = _start(client, exp_id, f"bnn-{prior}", "bayes_nn", parent=study)
-        client.log_param(run, "prior", prior)
-        client.log_param(run, "hidden", "128,64,64")
-        client.log_param(run, "target_model", "single")
+        # what `train bnn-study` writes: nested runs of its own family, tagged bnn.*
+        run = _start(client, exp_id, f"{prior}/128-64-64", "bnn_study", parent=study)
+        for k, v in {"bnn.model": f"{prior}/128-64-64", "bnn.prior": prior, "bnn.hidden": "128-64-64"}.items():
+            client.set_tag(run, k, v)
+        for k, v in {"model": "bayes_nn", "prior": prior, "hidden": "128-64-64", "target_model": "single"}.items():
+            client.log_param(run, k, v)
         members = pd.DataFrame({"corr_mean": rng.normal(0.012 + 0.001 * j, 0.003, n_members),
                                 "sharpe": rng.normal(0.5, 0.1, n_members)})
         ens_corr = float(members["corr_mean"].mean() + 0.004)
@@ -171,9 +174,9 @@ def fill_contract_store(tracking_uri: str, *, eras: int = 12, n_members: int = 2
         for k, v in metrics.items():
             client.log_metric(run, k, v)
         fpr = np.linspace(0, 1, 6)
-        _log_csv(client, run, members, "bnn/members.csv")
-        _log_csv(client, run, per_era, "bnn/per_era.csv")
-        _log_csv(client, run, pd.DataFrame({"fpr": fpr, "tpr": np.sqrt(fpr)}), "bnn/roc.csv")
+        _log_csv(client, run, members.rename_axis("sample"), "bnn/members.csv", index=True)
+        _log_csv(client, run, per_era.set_index("era"), "bnn/per_era.csv", index=True)
+        _log_csv(client, run, pd.DataFrame({"fpr": fpr, "tpr": np.sqrt(fpr)}), "bnn/roc.csv", index=True)
         _log_text(client, run, "model", "model/MLmodel")
         client.set_terminated(run)
         logged.bnn[prior] = run
@@ -181,6 +184,17 @@ def fill_contract_store(tracking_uri: str, *, eras: int = 12, n_members: int = 2
         logged.members[run] = members
         logged.bnn_per_era[run] = per_era
         dists[prior] = (metrics["member_corr_mean_mean"], metrics["member_corr_mean_std"])
+    # the study's non-Bayesian baseline: ensemble metrics only (its "members" are one net)
+    run = logged.study_baseline = _start(client, exp_id, "baseline/128-64-64", "bnn_study", parent=study)
+    for k, v in {"bnn.model": "baseline/128-64-64", "bnn.prior": "none", "bnn.hidden": "128-64-64"}.items():
+        client.set_tag(run, k, v)
+    client.log_param(run, "model", "baseline")
+    base_corr = rng.normal(0.01, 0.02, eras)
+    client.log_metric(run, "ensemble_corr_mean", float(base_corr.mean()))
+    client.log_metric(run, "ensemble_sharpe", float(base_corr.mean() / base_corr.std(ddof=1)))
+    _log_csv(client, run, pd.DataFrame({"era": [f"{i:04d}" for i in range(1, eras + 1)], "ensemble_corr": base_corr}),
+             "bnn/per_era.csv")
+    client.set_terminated(run)
     js = pd.DataFrame(
         [[abs(dists[a][0] - dists[b][0]) * 10 for b in PRIORS] for a in PRIORS], index=list(PRIORS), columns=list(PRIORS)
     )
@@ -250,3 +264,75 @@ def fill_contract_store(tracking_uri: str, *, eras: int = 12, n_members: int = 2
         logged.versions[(name, version)] = info
     promote("numerai-baseline", 1, "champion", client=client)
     return logged
+
+
+# ---------------------------------------------------------------------------------------------
+# The same store from the project's own entry points, at small size
+
+
+@dataclass
+class RealRuns:
+    """Run ids and registered versions made by the real entry points."""
+
+    runs: dict[str, list[str]] = field(default_factory=dict)  # family -> run ids
+    versions: dict[tuple[str, int], str] = field(default_factory=dict)  # (name, version) -> state
+    failed: tuple[str, int] | None = None
+
+
+def _invoke(command, args: list[str]) -> None:
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(command, args, catch_exceptions=False)
+    if result.exit_code != 0:
+        raise RuntimeError(f"{command.name} {args} exited {result.exit_code}:\n{result.output[-3000:]}")
+
+
+def fill_real_store(tracking_uri: str, data_dir: str | Path, *, families: tuple[str, ...] = ("baseline", "keras_stream", "varmax")) -> RealRuns:
+    """Runs `mlflow-numerai train <family>` at small size on `data_dir`, validates the baseline
+    version in the sandbox (Success), registers and validates a broken predict (Failed), and
+    promotes the good one: everything through the project's own commands and APIs."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from mlflow_numerai.entrypoints import TRAIN_COMMANDS
+    from mlflow_numerai.registry import promote
+    from mlflow_numerai.sandbox.validate import validate
+    from mlflow_numerai.tracking import ensure_tracking_uri
+
+    import importlib
+
+    def command(name: str):
+        module, attr = TRAIN_COMMANDS[name][0].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    ensure_tracking_uri(tracking_uri)
+    data_dir = str(data_dir)
+    common = ["--data-dir", data_dir, "--tracking-uri", tracking_uri]
+    if "baseline" in families:
+        _invoke(command("baseline"), common)
+    if "keras_stream" in families:
+        _invoke(command("keras-stream"), [*common, "--epochs", "2", "--hidden", "16,8", "--batch-size", "512",
+                                          "--shuffle-window", "2048", "--loader-threads", "1"])
+    if "varmax" in families:
+        _invoke(command("varmax"), ["--tracking-uri", tracking_uri, "--max-p", "2", "--max-q", "0", "--no-validate",
+                                    "--no-progress"])
+    if "bayes_nn" in families:
+        _invoke(command("bayes-nn"), [*common, "--epochs", "2", "--n-samples", "50"])
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    real = RealRuns()
+    for run in client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.`numerai.family` != ''"):
+        real.runs.setdefault(run.data.tags["numerai.family"], []).append(run.info.run_id)
+
+    live = Path(data_dir) / "live.parquet"
+    report = validate("models:/numerai-baseline/1", live=live)
+    real.versions[("numerai-baseline", 1)] = report.status
+    promote("numerai-baseline", 1, "champion", client=client)
+
+    # the same model declared for Numerai's Python 3.12 image: Failed, reason python_mismatch
+    source = client.get_model_version("numerai-baseline", "1").source
+    mv = client.create_model_version("numerai-baseline", source, run_id=client.get_model_version("numerai-baseline", "1").run_id)
+    report = validate(f"models:/numerai-baseline/{mv.version}", live=live, python="3.12")
+    real.versions[("numerai-baseline", int(mv.version))] = report.status
+    real.failed = ("numerai-baseline", int(mv.version))
+    return real

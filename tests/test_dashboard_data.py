@@ -34,9 +34,10 @@ def versions(store):
 
 def test_runs_table_lists_family_runs_with_their_metrics(store, runs):
     uri, logged = store
-    assert set(runs["family"]) == {"baseline", "keras_stream", "bayes_nn", "bnn_study", "varmax"}
-    # 1 baseline + 2 keras + 1 study + 3 priors + 1 varmax parent + 4 candidates; validation runs have no family
-    assert len(runs) == 12
+    assert set(runs["family"]) == {"baseline", "keras_stream", "bnn_study", "varmax"}
+    # 1 baseline + 2 keras + 1 study (3 priors + its baseline) + 1 varmax parent + 4 candidates;
+    # validation runs have no family
+    assert len(runs) == 13
     row = runs.set_index("run_id").loc[logged.baseline]
     for key, value in logged.metrics[logged.baseline].items():
         assert row[f"metrics.{key}"] == pytest.approx(value)
@@ -69,7 +70,7 @@ def test_model_versions_states_aliases_and_metrics(store, versions):
     assert by_key.loc[("numerai-baseline", 1), "numerai_corr_mean"] == pytest.approx(
         logged.metrics[logged.baseline]["numerai_corr_mean"]
     )
-    assert by_key.loc[("numerai-bnn", 1), "family"] == "bayes_nn"
+    assert by_key.loc[("numerai-bnn", 1), "family"] == "bnn_study"
     assert pd.isna(by_key.loc[("numerai-keras", 1), "upload_state"])
 
 
@@ -110,19 +111,22 @@ def test_validation_log_is_found_and_read(store, versions):
 def test_bnn_table_matches_logged_metrics(store, runs):
     _, logged = store
     table = d.bnn_table(runs).set_index("prior")
-    assert sorted(table.index) == sorted(logged.bnn)
+    assert sorted(table.index) == sorted([*logged.bnn, "baseline (MSE)"])
     for prior, run_id in logged.bnn.items():
         for key, value in logged.metrics[run_id].items():
             assert table.loc[prior, key] == pytest.approx(value)
         assert table.loc[prior, "ensemble_beats_members"]
-        assert table.loc[prior, "hidden"] == "128,64,64"
+        assert table.loc[prior, "hidden"] == "128-64-64"
+        assert table.loc[prior, "model"] == f"{prior}/128-64-64"
+    # the study's baseline has no members: nothing to beat
+    assert table.loc["baseline (MSE)", "ensemble_beats_members"] is None
     assert d.bnn_table(runs[runs["family"] == "varmax"]).empty
 
 
 def test_bnn_artifacts_round_trip(store):
     uri, logged = store
     run_id = logged.bnn["normal"]
-    pd.testing.assert_frame_equal(d.bnn_members(uri, run_id), logged.members[run_id])
+    pd.testing.assert_frame_equal(d.bnn_members(uri, run_id), logged.members[run_id])  # `sample` index dropped
     per_era = d.bnn_per_era(uri, run_id)
     assert per_era["burn"].dtype == bool
     assert list(per_era["burn"]) == list(logged.bnn_per_era[run_id]["burn"])
@@ -195,6 +199,12 @@ def test_per_era_corr_and_stats_match_the_logged_evaluation(store):
     assert stats.loc[logged.baseline, "sharpe"] == pytest.approx(m["numerai_corr_sharpe"])
     assert stats.loc[logged.baseline, "max_drawdown"] == pytest.approx(m["numerai_corr_max_drawdown"])
     assert d.per_era_corr(uri, [logged.varmax]).empty
+    # the study's baseline: per-era table without uncertainty
+    assert len(d.per_era_corr(uri, [logged.study_baseline])) == len(logged.per_era[logged.baseline])
+
+
+def test_study_runs_are_the_top_level_studies(store, runs):
+    assert list(d.study_runs(runs)["run_id"]) == [store[1].study]
 
 
 def test_compare_table_puts_runs_side_by_side(store, runs):

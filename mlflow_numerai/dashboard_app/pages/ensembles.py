@@ -18,18 +18,21 @@ if table.empty:
     st.stop()
 
 st.subheader("Ensemble versus members, per model")
-shown = table.assign(model=data.run_label(table))[
+shown = table[
     ["model", "prior", "hidden", "target_model", "ensemble_corr_mean", "member_corr_mean_mean", "member_corr_mean_std",
      "ensemble_sharpe", "member_sharpe_mean", "member_sharpe_std", "ensemble_beats_members"]
 ]
 st.table(ui.rounded(shown.dropna(axis=1, how="all").set_index("model")))
-beats = int(table["ensemble_beats_members"].sum())
-st.caption(f"The ensemble beats its average member in {beats} of {len(table)} models.")
+bayesian = table[table["member_corr_mean_mean"].notna()]
+beats = int((bayesian["ensemble_beats_members"] == True).sum())  # noqa: E712 - object column
+st.caption(f"The ensemble beats its average member in {beats} of {len(bayesian)} Bayesian models.")
+if bayesian.empty:
+    st.stop()
 
 st.subheader("Member distribution")
-options = ui.run_options(table)
+options = dict(zip(bayesian["model"].astype(str) + " (" + bayesian["run_id"].str[:6] + ")", bayesian["run_id"]))
 label = st.selectbox("Model", list(options), key="ens_run")
-row = table[table["run_id"] == options[label]].iloc[0]
+row = bayesian[bayesian["run_id"] == options[label]].iloc[0]
 c = st.columns(4)
 c[0].metric("Ensemble corr", ui.fmt(row["ensemble_corr_mean"]),
             delta=ui.fmt(row["ensemble_corr_mean"] - row["member_corr_mean_mean"]), help="delta: versus the average member")
@@ -72,6 +75,7 @@ else:
     )
     text = alt.Chart(long).mark_text(fontSize=11).encode(
         x=alt.X("model_b:N", sort=list(matrix.columns)), y=alt.Y("model_a:N", sort=list(matrix.index)),
-        text=alt.Text("js:Q", format=".3f"), color=alt.value("white"),
+        text=alt.Text("js:Q", format=".3f"),
+        color=alt.condition(alt.datum.js > float(long["js"].max()) / 2, alt.value("black"), alt.value("white")),
     )
     st.altair_chart((heat + text).properties(height=60 + 40 * len(matrix)), width="stretch")

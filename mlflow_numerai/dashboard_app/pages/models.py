@@ -43,15 +43,20 @@ history = data.upload_history(versions)
 if not history.empty:
     st.subheader("Upload state timeline")
     h = history.assign(model=history["name"] + " v" + history["version"].astype(str))
-    base = alt.Chart(h).encode(
-        x=alt.X("time:T", title="time (UTC)"),
-        y=alt.Y("model:N", title=None, sort=None),
+    spans = h.groupby("model", sort=False)["time"].agg(["min", "max"]).reset_index()
+    y = alt.Y("model:N", title=None, sort=list(spans["model"]), axis=alt.Axis(labelLimit=260))
+    x_axis = alt.Axis(format="%m-%d %H:%M:%S", labelOverlap=True, tickCount=6)
+    lines = alt.Chart(spans).mark_rule(color="#bbbbbb", size=2).encode(
+        x=alt.X("min:T", title="time (UTC)", axis=x_axis), x2="max:T", y=y
     )
-    chart = base.mark_line(color="#bbbbbb").encode(detail="model:N") + base.mark_circle(size=120).encode(
+    points = alt.Chart(h).mark_circle(size=140, opacity=1).encode(
+        x=alt.X("time:T", axis=x_axis),
+        y=y,
         color=alt.Color("state:N", scale=ui.STATE_SCALE, title="state"),
         tooltip=["model", "state", alt.Tooltip("time:T", format="%Y-%m-%d %H:%M:%S"), "reason"],
     )
-    st.altair_chart(chart.properties(height=max(120, 28 * h["model"].nunique())), width="stretch")
+    height = max(140, 34 * len(spans))
+    st.altair_chart((lines + points).properties(height=height), width="stretch", height=height)
 
 st.subheader("Version details")
 labels = [f"{n} v{v}" for n, v in zip(versions["name"], versions["version"])]

@@ -18,7 +18,7 @@ if table.empty:
     ui.empty_state("No Bayesian-NN run has logged `burn_auc` yet", "bayes_nn", uri)
     st.stop()
 
-table = table.assign(model=data.run_label(table)).sort_values("burn_auc", ascending=False)
+table = table.assign(model=table["model"].astype(str) + " (" + table["run_id"].str[:6] + ")").sort_values("burn_auc", ascending=False)
 best = table.iloc[0]
 c = st.columns(3)
 c[0].metric("Best burn AUC", ui.fmt(best["burn_auc"], 3), help="ROC AUC of era uncertainty against burn eras; 0.5 = chance")
@@ -37,7 +37,7 @@ st.altair_chart((bars + chance).properties(height=40 + 28 * len(table)), width="
 st.table(ui.rounded(table.set_index("model")[["prior", "hidden", "burn_auc", "n_burn_eras", "ensemble_corr_mean"]].dropna(axis=1, how="all")))
 
 st.subheader("ROC curves")
-options = ui.run_options(table)
+options = dict(zip(table["model"], table["run_id"]))
 picked = st.multiselect("Models", list(options), default=list(options)[:4], key="unc_runs")
 curves = []
 for label in picked:
