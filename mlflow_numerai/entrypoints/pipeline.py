@@ -39,6 +39,7 @@ class Step:
     parameters: Callable[[Context], dict[str, Any]]
     help: str
     needs_synthetic: bool = False  # skipped when the user points --data-dir at existing data
+    stop_on_failure: bool = False  # later steps depend on it: stop the pipeline if it fails
 
 
 # Demo-sized synthetic data: big enough for a planted signal, small enough for minutes.
@@ -46,7 +47,7 @@ DEMO_DATA = {"eras_train": 120, "eras_validation": 40, "rows_per_era": 300, "fea
 
 STEPS: tuple[Step, ...] = (
     Step("data", "data", lambda ctx: {"out": str(ctx.data_dir), **DEMO_DATA},
-         "synthetic Numerai data", needs_synthetic=True),
+         "synthetic Numerai data", needs_synthetic=True, stop_on_failure=True),
     Step("baseline", "baseline",
          lambda ctx: {"data_dir": str(ctx.data_dir), "feature_set": "small", "alpha": 0.01,
                       "registered_model_name": "numerai-baseline"},
@@ -149,13 +150,18 @@ def run_step(step: Step, params: dict[str, Any], project_dir: Path, experiment_i
     try:
         submitted = mlflow.projects.run(
             uri=str(project_dir), entry_point=step.entry_point, parameters=params,
-            env_manager="local", experiment_id=experiment_id, run_name=step.name, synchronous=True,
+            env_manager="local", experiment_id=experiment_id, run_name=step.name, synchronous=False,
         )
-    except ExecutionException as exc:
+    except ExecutionException as exc:  # refused before a run started (e.g. unknown parameter)
         return StepResult(step.name, "FAILED", seconds=time.perf_counter() - started, note=str(exc))
-    result = StepResult(step.name, "FINISHED", submitted.run_id, time.perf_counter() - started)
+    finished = submitted.wait()
+    result = StepResult(step.name, "FINISHED" if finished else "FAILED", submitted.run_id,
+                        time.perf_counter() - started)
     if parent_run_id:
         client.set_tag(submitted.run_id, "mlflow.parentRunId", parent_run_id)
+    if not finished:
+        result.note = "the step's command failed: see its output above"
+        return result
     run = client.get_run(submitted.run_id)
     result.metrics = {k: v for k, v in run.data.metrics.items() if k in SUMMARY_METRICS}
     result.versions = [
@@ -234,13 +240,14 @@ def pipeline(steps_spec: str, data_dir: str, overrides: tuple[str, ...], project
             result = run_step(step, params, projects, parent.info.experiment_id, parent.info.run_id)
             results.append(result)
             mlflow.log_metric(f"step_seconds_{step.name}", result.seconds)
-            if result.status == "FAILED":
+            if result.status == "FAILED" and step.stop_on_failure:
                 break
         mlflow.log_text(json.dumps([vars(r) for r in results], indent=2), "pipeline/summary.json")
         print_summary(results, uri, data_path)
         failed = [r for r in results if r.status == "FAILED"]
         if failed:  # raised inside the run: it ends FAILED
-            raise click.ClickException(f"step {failed[0].name!r} failed: {failed[0].note}")
+            raise click.ClickException(
+                "failed step(s): " + ", ".join(f"{r.name} (run {r.run_id or '-'})" for r in failed))
 
 
 if __name__ == "__main__":  # pragma: no cover

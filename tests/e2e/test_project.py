@@ -93,6 +93,26 @@ def test_pipeline_runs_steps_as_nested_project_runs(tmp_path, monkeypatch):
     assert [(s["name"], s["status"], s["run_id"]) for s in summary] == [("data", "FINISHED", child.info.run_id)]
 
 
+@pytest.mark.e2e
+def test_pipeline_reports_a_failed_step_and_stops_when_later_steps_need_it(tmp_path, monkeypatch):
+    import mlflow
+    from click.testing import CliRunner
+
+    for key, value in project_env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(pipeline_module.pipeline, ["--steps", "data,baseline", "--param", "data.rows_per_era=5"])
+    assert result.exit_code == 1
+    assert "failed step(s): data (run " in result.output
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    (parent,) = [r for r in runs if r.data.tags.get("numerai.pipeline") == "main"]
+    assert parent.info.status == "FAILED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert [(r.data.tags["mlflow.project.entryPoint"], r.info.status) for r in children] == [("data", "FAILED")]
+
+
 # --------------------------------------------------------------------------- pure parts
 
 
