@@ -598,19 +598,40 @@ def correlation_contribution(
 # --------------------------------------------------------------------------------------------
 
 
-def _check_features(features, index: pd.Index) -> np.ndarray:
-    """Feature values (float64) for the ids of ``index``."""
-    if not isinstance(features, pd.DataFrame) or features.shape[1] == 0:
-        raise ScoringError("features must be a non-empty pandas DataFrame indexed by id")
-    _check_unique_index(features, "features")
-    missing = index.difference(features.index)
-    if len(missing):
-        raise ScoringError(f"features has no row for {len(missing)} prediction ids, e.g. {_examples(missing)}")
-    values = features.reindex(index).to_numpy(dtype=np.float64)
-    if not np.isfinite(values).all():
-        cols = features.columns[~np.isfinite(values).all(axis=0)]
-        raise ScoringError(f"features has NaN or infinite values in columns {_examples(cols)}")
-    return values
+class _Features:
+    """The feature rows of given ids as float64 blocks, made on demand: a float64 copy of every
+    feature for every id (2376 features x millions of rows) would not fit in memory."""
+
+    def __init__(self, features, index: pd.Index):
+        if not isinstance(features, pd.DataFrame) or features.shape[1] == 0:
+            raise ScoringError("features must be a non-empty pandas DataFrame indexed by id")
+        _check_unique_index(features, "features")
+        bad = [c for c, dt in features.dtypes.items() if not pd.api.types.is_numeric_dtype(dt)]
+        if bad:
+            raise ScoringError(f"features columns must be numeric; not numeric: {_examples(bad)}")
+        missing = index.difference(features.index)
+        if len(missing):
+            raise ScoringError(f"features has no row for {len(missing)} prediction ids, e.g. {_examples(missing)}")
+        self.frame = features
+        self.columns = features.columns
+        self.positions = features.index.get_indexer(index)
+
+    def rows(self, rows: np.ndarray) -> np.ndarray:
+        """float64 (rows, features) of the prediction rows ``rows``."""
+        block = self.frame.iloc[self.positions[rows]].to_numpy(dtype=np.float64)
+        finite = np.isfinite(block)
+        if not finite.all():
+            cols = self.columns[~finite.all(axis=0)]
+            raise ScoringError(f"features has NaN or infinite values in columns {_examples(cols)}")
+        return block
+
+
+def _era_groups(codes: np.ndarray, n_eras: int):
+    """(era position, rows) for each era, from the era code of each row."""
+    order = np.argsort(codes, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=n_eras))])
+    for e in range(n_eras):
+        yield e, order[bounds[e] : bounds[e + 1]]
 
 
 def per_era_feature_neutral_corr(
@@ -629,7 +650,7 @@ def per_era_feature_neutral_corr(
     targets = _check_target(targets)
     _check_on_constant(on_constant)
     _check_not_constant(predictions, on_constant)
-    feats = _check_features(features, predictions.index)
+    feats = _Features(features, predictions.index)
     layout = _EraLayout(predictions, targets, eras, max_filtered_ratio)
     values = predictions.to_numpy(dtype=np.float64)
     target_pow = power(layout.target, 1.5)
@@ -640,7 +661,7 @@ def per_era_feature_neutral_corr(
             continue  # one row or a constant target: no correlation (NaN)
         block = values[rows]
         constant = (block == block[:1]).all(axis=0)
-        neutral = neutralize(_gauss_rows(block, None).T, feats[rows])
+        neutral = neutralize(_gauss_rows(block, None).T, feats.rows(rows))
         # a column fully explained by the features has only rounding noise left to rank
         explained = neutral.std(axis=0) < 1e-9
         order, ties = _sort_columns(neutral)
@@ -680,13 +701,41 @@ def _corr_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
+_EXPOSURE_BLOCK_VALUES = 2**22  # feature values per block of rows (32 MiB as float64)
+
+
 def feature_exposure(predictions: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
     """Pearson correlation of each prediction column with each feature over all rows
-    (features x prediction columns); NaN for a constant feature."""
+    (features x prediction columns); NaN for a constant feature. Accumulated over blocks of
+    rows (sums of shifted values), so memory does not grow with the number of rows."""
     predictions = _check_predictions(predictions)
-    feats = _check_features(features, predictions.index)
-    corr = _corr_matrix(feats, predictions.to_numpy(dtype=np.float64))
-    return pd.DataFrame(corr, index=pd.Index(features.columns, name="feature"), columns=predictions.columns)
+    feats = _Features(features, predictions.index)
+    values = predictions.to_numpy()
+    n, k, m = len(values), values.shape[1], len(feats.columns)
+    step = max(1, min(n, _EXPOSURE_BLOCK_VALUES // m))
+    sf, sff, fmin, fmax = np.zeros(m), np.zeros(m), np.full(m, np.inf), np.full(m, -np.inf)
+    sp, spp, sfp = np.zeros(k), np.zeros(k), np.zeros((m, k))
+    shift_f = shift_p = None
+    for start in range(0, n, step):
+        rows = np.arange(start, min(start + step, n))
+        f, p = feats.rows(rows), values[rows].astype(np.float64)
+        if shift_f is None:  # shift by the first block's means: sums of squares stay accurate
+            shift_f, shift_p = f.mean(axis=0), p.mean(axis=0)
+        fmin, fmax = np.minimum(fmin, f.min(axis=0)), np.maximum(fmax, f.max(axis=0))
+        f = f - shift_f
+        p = p - shift_p
+        sf += f.sum(axis=0)
+        sff += (f * f).sum(axis=0)
+        sp += p.sum(axis=0)
+        spp += (p * p).sum(axis=0)
+        sfp += f.T @ p
+    cov = sfp - np.outer(sf, sp) / n
+    var_f = np.maximum(sff - sf**2 / n, 0.0)
+    var_p = np.maximum(spp - sp**2 / n, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = cov / np.sqrt(np.outer(var_f, var_p))
+    corr[fmin == fmax] = np.nan
+    return pd.DataFrame(corr, index=pd.Index(feats.columns, name="feature"), columns=predictions.columns)
 
 
 def per_era_max_feature_exposure(
@@ -695,17 +744,18 @@ def per_era_max_feature_exposure(
     """Per era, the largest absolute Pearson correlation of each prediction column with any
     feature (eras x columns); features constant in an era are skipped."""
     predictions = _check_predictions(predictions)
-    feats = _check_features(features, predictions.index)
+    feats = _Features(features, predictions.index)
     pred_eras = _check_eras(eras, predictions.index)
     codes, labels = pd.factorize(pred_eras, sort=True)
-    values = predictions.to_numpy(dtype=np.float64)
+    values = predictions.to_numpy()
     out = np.full((len(labels), values.shape[1]), np.nan)
-    for e in range(len(labels)):
-        rows = np.flatnonzero(codes == e)
-        corr = np.abs(_corr_matrix(feats[rows], values[rows]))
+    for e, rows in _era_groups(codes, len(labels)):
+        if len(rows) < 2:
+            continue
+        corr = np.abs(_corr_matrix(feats.rows(rows), values[rows].astype(np.float64)))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN column: stays NaN
-            out[e] = np.nanmax(corr, axis=0) if len(rows) > 1 else np.nan
+            out[e] = np.nanmax(corr, axis=0)
     return pd.DataFrame(out, index=pd.Index(labels, name="era"), columns=predictions.columns)
 
 

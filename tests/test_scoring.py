@@ -440,3 +440,21 @@ def test_float64_collisions_in_float32_random():
     frame = pd.DataFrame(fine)
     for j in (0, 1, 33, 64, 69):
         np.testing.assert_allclose(got[j], ref_pow(ref_gauss(frame[j])), rtol=0, atol=1e-12)
+
+
+def test_feature_exposure_in_blocks_matches_one_pass(monkeypatch):
+    # the blockwise accumulation (used for millions of rows) equals the one-pass correlation
+    preds, _, _ = make_data(seed=18, k=3)
+    rng = np.random.default_rng(18)
+    features = pd.DataFrame(rng.integers(0, 5, (len(preds), 7)).astype(np.int8), index=preds.index)
+    features.columns = [f"f{j}" for j in range(7)]
+    features["f6"] = 2  # constant: NaN
+    want = pd.DataFrame({c: features.astype(float).corrwith(preds[c]) for c in preds.columns})
+    monkeypatch.setattr(scoring, "_EXPOSURE_BLOCK_VALUES", 7 * 50)  # blocks of 50 rows
+    got = scoring.feature_exposure(preds, features)
+    np.testing.assert_allclose(got.to_numpy()[:6], want.to_numpy()[:6], rtol=0, atol=TOL)
+    assert got.loc["f6"].isna().all()
+    holed = features.astype(float)
+    holed.iloc[3, 2] = np.nan
+    with pytest.raises(ScoringError, match=r"features has NaN or infinite values in columns \['f2'\]"):
+        scoring.feature_exposure(preds, holed)
