@@ -13,10 +13,11 @@ The definitions are those of Numerai's `numerai-tools` (`numerai_tools/scoring.p
 * ``feature_neutral_corr``: tie-kept rank + gaussianize, neutralize to the features (least squares
   with an intercept), then ``numerai_corr``.
 
-Vectorization: per era, the rank of every column is computed at once in numpy (one sort of an
-``(columns, rows)`` block) and the rank -> gauss -> power transform is a table lookup, because a
-tie-kept rank can only take the ``2 n - 1`` half-integer values ``1, 1.5, ..., n``. The only Python
-loop is over eras.
+Vectorization: per era, 64 columns at a time are ranked together in numpy (one ``np.sort`` of
+packed ``(value, row)`` integers) and the rank -> gauss -> power transform is a table lookup,
+because a tie-kept rank can only take the ``2 n - 1`` half-integer values ``1, 1.5, ..., n``;
+Pearson gathers the target into each column's sorted order. The Python loops are over eras and
+column blocks, never over single columns. Results equal the pandas recipe to ~1e-15.
 
 Edge cases (never a silent wrong number):
 
@@ -27,7 +28,8 @@ Edge cases (never a silent wrong number):
   default) or scores NaN (``on_constant="nan"``, for many posterior samples at once);
 * within one era, a constant prediction column, a constant target or a single row has no defined
   correlation: that cell is NaN;
-* an era with no target at all (not yet resolved) is a NaN row, with a warning.
+* an era with no target at all (not yet resolved) is a NaN row, with a warning;
+* inputs are never modified (numerai-tools' ``numerai_corr`` centers the caller's target in place).
 
 Summaries (``score_summary``, ``sharpe``, ``max_drawdown``) skip NaN eras.
 """
