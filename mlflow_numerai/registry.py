@@ -138,17 +138,21 @@ class RegistryRecorder:
     def __init__(self, name: str, version: str | int, client=None):
         self.name, self.version = name, str(version)
         self.client = _client(client)
-        self.previous = upload_history(name, self.version, self.client)
+        self.recorded: list[dict] = []  # the version's whole history after our last write
 
-    def full_history(self, history: list[Transition]) -> list[dict]:
-        return self.previous + [t.to_dict() for t in history]
+    def full_history(self, history: list[Transition] | None = None) -> list[dict]:
+        """The version's history as last written (other validations' entries included)."""
+        return list(self.recorded)
 
     def __call__(self, transition: Transition, history: list[Transition]) -> None:
         def set_tag(*args):
             _retrying(self.client.set_model_version_tag, *args)
 
+        # Re-read and append (not overwrite), so concurrent validations of one version keep
+        # each other's entries.
+        self.recorded = upload_history(self.name, self.version, self.client) + [transition.to_dict()]
         # history first, so a reader that sees the new state also sees its entry
-        set_tag(self.name, self.version, HISTORY_TAG, _history_json(self.full_history(history)))
+        set_tag(self.name, self.version, HISTORY_TAG, _history_json(self.recorded))
         set_tag(self.name, self.version, REASON_TAG, transition.reason or "")
         set_tag(self.name, self.version, MESSAGE_TAG, (transition.message or "")[:4000])
         set_tag(self.name, self.version, STATE_TAG, transition.state)

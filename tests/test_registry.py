@@ -390,3 +390,19 @@ def test_forecast_profile_reads_the_declared_contract(client, uniq, written, sta
     assert report.profile == "forecast"
     assert (report.status, report.reason) == (state, reason), report.message
     assert upload_state(uniq, "1", client)["state"] == state
+
+
+def test_interleaved_validations_keep_each_others_history(client, uniq):
+    (v1,) = _bare_versions(client, uniq, 1)
+    a = UploadStateMachine(RegistryRecorder(uniq, v1, client))
+    b = UploadStateMachine(RegistryRecorder(uniq, v1, client))
+    a.to(PENDING)
+    b.to(PENDING)
+    a.to(RUNNING)
+    b.to(RUNNING)
+    b.to(FAILED, "timeout")
+    a.to(VALIDATING)
+    a.to(SUCCESS)
+    history = upload_state(uniq, v1, client)["history"]
+    assert [h["state"] for h in history] == [PENDING, PENDING, RUNNING, RUNNING, FAILED, VALIDATING, SUCCESS]
+    assert upload_state(uniq, v1, client)["state"] == SUCCESS

@@ -263,31 +263,39 @@ def live_path(tmp_path_factory):
     return path
 
 
-@pytest.fixture()
+@pytest.fixture(autouse=True)
 def private_tmp(tmp_path, monkeypatch):
-    """Route the sandbox's temporary directories into tmp_path, to check they are removed."""
+    """Route the sandbox's temporary directories (the child's HOME and cwd among them) into
+    tmp_path, to check they are removed and to tell this test's processes from others'."""
     root = tmp_path / "tmp"
     root.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(root))
     return root
 
 
-def sandbox_processes() -> list[psutil.Process]:
-    """Every process on the machine that carries a sandbox token (so: started by a sandbox)."""
+def sandbox_processes(root=None) -> list[psutil.Process]:
+    """Processes that carry a sandbox token (so: started by a sandbox) and whose private HOME is
+    under `root` (default: this session's temporary root; other sessions may run sandboxes too)."""
+    root = str(root or tempfile.tempdir or _BASETEMP[0])
     found = []
     for proc in psutil.process_iter():
         try:
-            if TOKEN_ENV in proc.environ():
+            env = proc.environ()
+            if TOKEN_ENV in env and env.get("HOME", "").startswith(root):
                 found.append(proc)
         except (psutil.Error, OSError):
             pass
     return found
 
 
+_BASETEMP: list = []
+
+
 @pytest.fixture(autouse=True, scope="module")
-def no_survivor_after_module():
+def no_survivor_after_module(tmp_path_factory):
+    _BASETEMP[:] = [tmp_path_factory.getbasetemp()]
     yield
-    assert sandbox_processes() == [], "a sandbox process survived the test module"
+    assert sandbox_processes(_BASETEMP[0]) == [], "a sandbox process survived the test module"
 
 
 @pytest.fixture()
@@ -683,3 +691,23 @@ def test_child_script_does_not_import_the_package():
 
     source = runner.CHILD_SCRIPT.read_text()
     assert "mlflow_numerai" not in "".join(l for l in source.splitlines() if l.lstrip().startswith(("import", "from")))
+
+
+def test_survivor_detector_sees_a_running_sandbox(live_path, private_tmp):
+    """The 'no process survives' checks above are not vacuous: they see a live sandbox child."""
+    pkl = private_tmp.parent / "sleep.pkl"
+    pkl.write_bytes(sleeps())
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.update(o=run_pickle(
+        pkl, live_path, limits=SandboxLimits(timeout_seconds=6), output_dir=private_tmp.parent / "out")))
+    thread.start()
+    seen = []
+    for _ in range(100):
+        seen = sandbox_processes()
+        if seen:
+            break
+        threading.Event().wait(0.05)
+    thread.join()
+    assert seen, "the detector never saw the running child"
+    assert outcome["o"].reason == "timeout"
+    assert sandbox_processes() == []
