@@ -2,14 +2,16 @@
 
 How one era is made (`n` rows, `F` features):
 - Features come from feature groups: ``x_f = l_f * u_group(f) + sqrt(1 - l_f**2) * e_f`` with
-  standard normal ``u`` and ``e``, then cut into five equal bins within the era (int8 0..4).
+  a standard normal group factor ``u`` and unit-variance uniform ``e``, then cut into five equal
+  bins within the era (int8 0..4).
 - A subset of features carries signal. For each target name (nomi, janet, george) the noiseless
   signal is ``s = W[era] @ b`` on the centred bins ``b = (bin - 2) / sqrt(2)``, plus a small
   nonlinear term ``V @ (b**2 - 1)``. ``W[era]`` drifts from era to era (an AR(1) around the base
   weights); janet and george share most of nomi's weights.
 - Burn eras (about 20 %) are a different regime: the part of the signal that holds most of the
-  weight is reversed, the nonlinear term is much larger and the features co-move more strongly
-  (higher group loadings). A model fit to the average burns there, and its inputs look unusual.
+  weight is reversed, the nonlinear term is larger and the usual co-movement of features within
+  a group breaks down (loadings shrink). A model fit to the average burns there, and its inputs
+  spread into directions the training eras pin down poorly, so an ensemble disagrees more.
 - 20-day targets: ``s + noise``; 60-day targets use weights averaged over neighbouring eras
   (smoother) and noise correlated with the 20-day noise. Each target is cut into the buckets
   {0, .25, .5, .75, 1} with shares 5/20/50/20/5 % within the era.
@@ -36,7 +38,7 @@ import pyarrow.parquet as pq
 
 from mlflow_numerai.data.io import DataError, atomic_directory
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 TARGET_NAMES = ("nomi", "janet", "george")
 HORIZONS = (20, 60)
 AUX_TARGETS = tuple(f"target_{name}_{h}" for name in TARGET_NAMES for h in HORIZONS)
@@ -57,7 +59,10 @@ DRIFT_SCALE = 0.35  # era-to-era weight drift, relative to the base weights
 DRIFT_PERSISTENCE = 0.9  # AR(1) coefficient of the drift across eras
 NONLINEAR = {False: 0.25, True: 0.6}  # weight of the nonlinear term: normal / burn eras
 LOADING_RANGE = (0.15, 0.55)  # feature loadings on their group factor in normal eras
-BURN_LOADING_SHIFT = 0.3  # burn eras: loadings + this (features co-move more)
+# Burn eras: the usual co-movement of features within a group breaks down (loadings shrink),
+# so rows spread into directions the (mostly normal) training eras pin down poorly and
+# models disagree more there.
+BURN_LOADING_SCALE = 0.5
 NOISE_SCALE = 10.0  # per-row noise sd relative to the unit-variance signal
 NOISE_ERA_SPREAD = 0.25  # log-sd of the era-level noise multiplier
 NOISE_TARGET_SHARED = 0.6  # share of noise variance common to nomi, janet, george
@@ -193,7 +198,7 @@ class Plan:
         self.group = rng.integers(0, n_groups, size=F)
         self.group_names = FEATURE_GROUPS[:n_groups]
         self.loading = rng.uniform(*LOADING_RANGE, size=F)
-        self.burn_loading = np.minimum(self.loading + BURN_LOADING_SHIFT, 0.95)
+        self.burn_loading = self.loading * BURN_LOADING_SCALE
 
         n_signal = max(2, round(F / 10))
         self.signal = np.sort(rng.choice(F, size=n_signal, replace=False))
