@@ -169,14 +169,22 @@ def test_baseline_command_logs_evaluates_and_registers(tracking_uri, synthetic_d
     from mlflow_numerai.packaging import download_predict_pkl
 
     monkeypatch.chdir(tmp_path)
+    client = mlflow.MlflowClient()
+    # as under `mlflow run`: the run exists and holds the parameters as the user spelled them
+    project_run = client.create_run("0")
+    client.log_param(project_run.info.run_id, "data_dir", f"{synthetic_dir}/")
+    client.log_param(project_run.info.run_id, "alpha", "1e-2")
+    monkeypatch.setenv("MLFLOW_RUN_ID", project_run.info.run_id)
     result = CliRunner().invoke(
-        baseline, ["--data-dir", str(synthetic_dir), "--registered-model-name", "baseline-test"],
+        baseline,
+        ["--data-dir", f"{synthetic_dir}/", "--alpha", "1e-2", "--registered-model-name", "baseline-test"],
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
-    client = mlflow.MlflowClient()
     (version,) = client.search_model_versions("name = 'baseline-test'")
+    assert version.run_id == project_run.info.run_id
     run = client.get_run(version.run_id)
+    assert run.data.params["resolved_data_dir"] == str(synthetic_dir)
     assert run.data.tags["numerai.family"] == "baseline"
     assert run.data.params["feature_set"] == "small"
     assert run.data.metrics["numerai_corr_mean"] > 0

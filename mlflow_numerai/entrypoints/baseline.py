@@ -36,6 +36,16 @@ def resolve_data_options(data_dir: str, feature_set: str, target: str):
     return path, features, data_io.data_version(path)
 
 
+def log_new_params(params: dict) -> None:
+    """Log the params the active run does not have yet. Under `mlflow run` the entry point's
+    parameters are already logged as the user spelled them ("synthetic", "1e-2"); logging
+    them again with another spelling would fail."""
+    import mlflow
+
+    existing = mlflow.get_run(mlflow.active_run().info.run_id).data.params
+    mlflow.log_params({k: v for k, v in params.items() if k not in existing})
+
+
 def numerai_evaluator_config(data_dir, feature_set: str, target: str) -> dict:
     """`evaluator_config` for the `numerai` evaluator: every target of features.json, MMC
     against the first validation benchmark model (when the file exists), exposure to the
@@ -101,8 +111,8 @@ def baseline(data_dir: str, feature_set: str, target: str, alpha: float,
     register_as = None if registered_model_name.strip().lower() in ("", "none") else registered_model_name
 
     with mlflow.start_run(run_name=FAMILY, tags={"numerai.family": FAMILY}) as run:
-        mlflow.log_params({"data_dir": str(path), "feature_set": feature_set, "target": target,
-                           "alpha": alpha, "n_features": len(features)})
+        log_new_params({"data_dir": data_dir, "feature_set": feature_set, "target": target,
+                        "alpha": alpha, "n_features": len(features), "resolved_data_dir": str(path)})
         click.echo(f"baseline: reading train ({len(features)} features of {feature_set!r}) from {path}")
         train = data_io.read_split(path, "train", columns=[*features, target])
         started = time.perf_counter()
@@ -119,7 +129,7 @@ def baseline(data_dir: str, feature_set: str, target: str, alpha: float,
         validation = data_io.read_split(path, "validation")
         config = numerai_evaluator_config(path, feature_set, target)
         if "meta_model" in config:
-            mlflow.log_param("mmc_benchmark", config["meta_model"].name)
+            log_new_params({"mmc_benchmark": config["meta_model"].name})
         metrics = evaluate_numerai(info.model_uri, validation, target, config)
         shown = ("numerai_corr_mean", "numerai_corr_sharpe", "mmc_mean", "max_feature_exposure")
         click.echo("baseline: validation " + ", ".join(f"{k}={metrics[k]:.4f}" for k in shown if k in metrics))
