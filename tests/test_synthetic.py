@@ -353,3 +353,26 @@ def test_killed_run_leaves_no_complete_directory_and_is_cleaned_up(tmp_path):
         read_split(out, "train")
     generate_synthetic(out, **TINY)  # the next run removes the dead writer's temporary directory
     assert siblings(out) == ["out"]
+
+
+def test_default_set_is_made_once_and_remade_for_a_new_generator(tmp_path, monkeypatch):
+    from mlflow_numerai.data.io import resolve_data_dir
+
+    monkeypatch.setenv("MLFLOW_NUMERAI_CACHE", str(tmp_path))
+    calls = []
+
+    def fake_generate(out, **kwargs):
+        calls.append(kwargs)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "features.json").write_text("{}")
+        (out / "metadata.json").write_text(json.dumps({"data_version": SyntheticParams().data_version}))
+        return out
+
+    monkeypatch.setattr(synthetic, "generate_synthetic", fake_generate)
+    stale = tmp_path / "synthetic-default"
+    stale.mkdir()
+    (stale / "metadata.json").write_text(json.dumps({"data_version": "synthetic-from-an-older-generator"}))
+    assert resolve_data_dir("synthetic") == stale
+    assert calls == [{"overwrite": True}]
+    assert resolve_data_dir("synthetic") == stale  # up to date: reused
+    assert len(calls) == 1

@@ -82,10 +82,10 @@ def resolve_data_dir(spec: str | os.PathLike) -> Path:
     """A data directory from a user's spec: a path, or "synthetic" for the default synthetic set
     (generated once into the cache root and reused)."""
     if str(spec) == DEFAULT_SYNTHETIC:
-        from mlflow_numerai.data.synthetic import generate_synthetic
+        from mlflow_numerai.data.synthetic import SyntheticParams, generate_synthetic
 
         out = cache_root() / "synthetic-default"
-        if not (out / "metadata.json").exists():
+        if data_version(out) != SyntheticParams().data_version:  # missing, or an older generator
             generate_synthetic(out, overwrite=True)
         return out
     path = Path(spec).expanduser().resolve()
