@@ -9,6 +9,7 @@ the diagnostics go to a validation run linked to the version.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -102,6 +103,21 @@ def resolve_target(spec: str, workdir: Path) -> Target:
     return _model_target(spec, workdir)
 
 
+@contextlib.contextmanager
+def _quiet_downloads():
+    """No artifact-download progress bars (they would interleave with the report)."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    old = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+
+
 def _model_target(uri: str, workdir: Path) -> Target:
     from mlflow_numerai.packaging import PackagingError, download_predict_pkl
     from mlflow_numerai.registry import RegistryError, resolve_model_version
@@ -110,11 +126,12 @@ def _model_target(uri: str, workdir: Path) -> Target:
         resolved = resolve_model_version(uri)
     except RegistryError as exc:
         raise ValidationArgumentError(str(exc)) from exc
-    try:
-        pkl = download_predict_pkl(uri, workdir)
-    except PackagingError as exc:
-        raise ValidationArgumentError(str(exc)) from exc
-    metadata, example = _model_metadata(uri)
+    with _quiet_downloads():
+        try:
+            pkl = download_predict_pkl(uri, workdir)
+        except PackagingError as exc:
+            raise ValidationArgumentError(str(exc)) from exc
+        metadata, example = _model_metadata(uri)
     name, version = resolved if resolved else (None, None)
     return Target(uri, pkl, uri, name, version, metadata, example)
 
