@@ -370,3 +370,17 @@ def test_bnn_study_runs_priors_by_architectures_nested_with_js_matrix(tracking_u
     assert (js.to_numpy() >= 0).all() and np.allclose(js.to_numpy(), js.to_numpy().T)
     files = {f.path for f in mlflow.MlflowClient().list_artifacts(parent[0].info.run_id, "bnn")}
     assert {"bnn/js_divergence.csv", "bnn/js_divergence.png", "bnn/study_summary.csv"} <= files
+
+
+def test_params_already_logged_by_mlflow_run_are_not_relogged(tracking_uri):
+    """Regression: under `mlflow run` the entry point's params exist already ("512", not
+    "512.0"); logging them again raised 'Changing param values is not allowed'."""
+    import mlflow
+
+    from mlflow_numerai.entrypoints.bayes_nn import log_params_once
+
+    with mlflow.start_run() as run:
+        mlflow.log_params({"memory_budget_mb": "512", "epochs": "3"})
+        log_params_once({"memory_budget_mb": 512.0, "epochs": 3, "guide": "AutoNormal"})
+    params = mlflow.get_run(run.info.run_id).data.params
+    assert params == {"memory_budget_mb": "512", "epochs": "3", "guide": "AutoNormal"}

@@ -74,6 +74,16 @@ def set_threads(threads: int) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def log_params_once(params: dict) -> None:
+    """Log params the active run does not have yet (under `mlflow run`, MLflow has already
+    logged the entry point's own parameters, formatted its way)."""
+    import mlflow
+
+    run = mlflow.active_run()
+    existing = mlflow.get_run(run.info.run_id).data.params if run else {}
+    mlflow.log_params({k: v for k, v in params.items() if k not in existing})
+
+
 def log_frame(frame, artifact: str) -> None:
     """Log a DataFrame as CSV at `artifact` (a path under the run's artifacts)."""
     import mlflow
@@ -316,7 +326,7 @@ def bayes_nn(data_dir, feature_set, target_model, epochs, batch_size, lr, n_samp
     label = f"{prior}/{'-'.join(map(str, sizes)) or 'linear'}/{target_model}"
 
     with mlflow.start_run(run_name=f"bayes_nn-{prior}", tags={"numerai.family": FAMILY}) as run:
-        mlflow.log_params({"data_dir": str(path), "feature_set": feature_set, "n_features": len(features),
+        log_params_once({"data_dir": str(path), "feature_set": feature_set, "n_features": len(features),
                            "prior": prior, "hidden": "-".join(map(str, sizes)) or "none",
                            "target_model": target_model, "targets": ",".join(spec.targets), "epochs": epochs,
                            "batch_size": batch_size, "lr": lr, "n_samples": n_samples,
@@ -390,7 +400,7 @@ def bnn_study(data_dir, feature_set, target_model, epochs, batch_size, lr, n_sam
     summary, members = [], {}
 
     with mlflow.start_run(run_name="bnn_study", tags={"numerai.family": STUDY_FAMILY}):
-        mlflow.log_params({"data_dir": str(path), "feature_set": feature_set, "n_features": len(features),
+        log_params_once({"data_dir": str(path), "feature_set": feature_set, "n_features": len(features),
                            "priors": ",".join(prior_list), "architectures": architectures,
                            "target_model": target_model, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                            "baseline_lr": baseline_lr, "n_samples": n_samples, "seed": seed,
