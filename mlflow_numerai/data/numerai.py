@@ -65,6 +65,17 @@ def files_to_download(version: str, datasets: list[str]) -> list[str]:
     return list(REQUIRED_FILES) + [f for f in OPTIONAL_FILES if f in listed]
 
 
+def _current_round(client: Any) -> int | None:
+    """The tournament round the live data is for, when the client can tell (else None)."""
+    get_round = getattr(client, "get_current_round", None)
+    if get_round is None:
+        return None
+    try:
+        return int(get_round())
+    except Exception:  # informational only: never fail a finished download over it
+        return None
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -129,6 +140,7 @@ def download_numerai(
         metadata: dict[str, Any] = {
             "data_version": version,
             "source": "numerai",
+            "round": _current_round(client),  # live.parquet belongs to this round
             "files": {name: {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)} for name in names},
         }
         (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
