@@ -90,6 +90,9 @@ class FakeNumerAPI:
         self.fail_on, self.corrupt = fail_on, corrupt
         self.downloaded: list[str] = []
 
+    def get_current_round(self):
+        return 1123
+
     def list_datasets(self):
         names = [p.name for p in self.source.iterdir() if p.name != "metadata.json"]
         return [f"{self.version}/{n}" for n in sorted(names)] + ["v4.3/train.parquet", "v4.3/features.json"]
@@ -126,6 +129,7 @@ def test_download_writes_files_and_metadata(tmp_path, fake, synthetic_dir):
     assert set(meta["files"]) == expected
     assert meta["files"]["train.parquet"]["bytes"] == (synthetic_dir / "train.parquet").stat().st_size
     assert len(meta["files"]["train.parquet"]["sha256"]) == 64
+    assert meta["round"] == 1123
     assert read_split(out, "validation").equals(read_split(synthetic_dir, "validation"))
 
 
@@ -173,8 +177,13 @@ def test_download_function_with_injected_client(tmp_path, synthetic_dir):
     client = FakeNumerAPI(synthetic_dir, corrupt="features.json")
     with pytest.raises(DownloadError, match="features.json"):
         download_numerai("v5.0", tmp_path / "a", client=client, progress=False)
-    path = download_numerai("v5.0", tmp_path / "b", client=FakeNumerAPI(synthetic_dir), progress=False)
+    class NoRound(FakeNumerAPI):
+        def get_current_round(self):
+            raise OSError("timeout")
+
+    path = download_numerai("v5.0", tmp_path / "b", client=NoRound(synthetic_dir), progress=False)
     assert data_version(path) == "v5.0"
+    assert json.loads((path / "metadata.json").read_text())["round"] is None
     with pytest.raises(DataError, match="not empty"):
         download_numerai("v5.0", path, client=FakeNumerAPI(synthetic_dir), progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
