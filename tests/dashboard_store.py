@@ -204,7 +204,7 @@ def fill_contract_store(tracking_uri: str, *, eras: int = 12, n_members: int = 2
 
     # VARMAX: parent with the winner's artifacts, candidates nested
     run = logged.varmax = _start(client, exp_id, "varmax-macro", "varmax")
-    client.log_param(run, "criterion", "aic")
+    client.log_param(run, "config.criterion", "aic")
     search = pd.DataFrame({
         "p": [1, 1, 2, 2], "q": [0, 1, 0, 1],
         "aic": [100.5, 98.25, 97.0, 99.75], "bic": [110.0, 109.0, 108.5, 112.0], "hqic": [104.0, 103.0, 102.0, 105.0],
@@ -287,7 +287,7 @@ def _invoke(command, args: list[str]) -> None:
         raise RuntimeError(f"{command.name} {args} exited {result.exit_code}:\n{result.output[-3000:]}")
 
 
-def fill_real_store(tracking_uri: str, data_dir: str | Path, *, families: tuple[str, ...] = ("baseline", "keras_stream", "varmax")) -> RealRuns:
+def fill_real_store(tracking_uri: str, data_dir: str | Path, *, families: tuple[str, ...] = ("baseline", "keras_stream", "varmax", "bnn_study")) -> RealRuns:
     """Runs `mlflow-numerai train <family>` at small size on `data_dir`, validates the baseline
     version in the sandbox (Success), registers and validates a broken predict (Failed), and
     promotes the good one: everything through the project's own commands and APIs."""
@@ -316,8 +316,9 @@ def fill_real_store(tracking_uri: str, data_dir: str | Path, *, families: tuple[
     if "varmax" in families:
         _invoke(command("varmax"), ["--tracking-uri", tracking_uri, "--max-p", "2", "--max-q", "0", "--no-validate",
                                     "--no-progress"])
-    if "bayes_nn" in families:
-        _invoke(command("bayes-nn"), [*common, "--epochs", "2", "--n-samples", "50"])
+    if "bnn_study" in families:
+        _invoke(command("bnn-study"), [*common, "--priors", "normal,laplace", "--architectures", "none,16",
+                                       "--epochs", "2", "--n-samples", "40", "--batch-size", "1024", "--threads", "1"])
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     real = RealRuns()

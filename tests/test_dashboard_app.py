@@ -247,3 +247,102 @@ def test_family_pages_without_their_runs_say_which_command_makes_them(store, tmp
     at = open_page(tracking_uri, "compare", monkeypatch)
     assert "None of the chosen runs logged" in " ".join(c.value for c in at.caption)
     assert at.table[0].value.loc["numerai_corr_mean"].iloc[0] == pytest.approx(0.01)
+
+
+# ---- the project's own entry points at small size ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_store(dashboard_store, synthetic_dir, tmp_path_factory):
+    """`mlflow-numerai train baseline/keras-stream/varmax/bnn-study` at small size, the sandbox's
+    validate (one Success, one Failed) and a promotion, into a fresh store."""
+    import shutil
+
+    import mlflow
+
+    from dashboard_store import fill_real_store
+
+    tmp = tmp_path_factory.mktemp("dashboard_real")
+    db = tmp / "mlflow.db"
+    shutil.copy(Path(dashboard_store[0][len("sqlite:///"):]).with_name("empty.db"), db)
+    uri = f"sqlite:///{db}"
+    previous = mlflow.get_tracking_uri()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.setenv("MLFLOW_NUMERAI_CACHE", str(tmp / "cache"))
+        real = fill_real_store(uri, synthetic_dir)
+    mlflow.set_tracking_uri(previous)
+    return uri, real
+
+
+def _artifact_csv(uri: str, run_id: str, path: str) -> pd.DataFrame:
+    import mlflow
+
+    return pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, tracking_uri=uri))
+
+
+@pytest.mark.e2e
+def test_pages_show_what_the_real_entry_points_logged(real_store, monkeypatch):
+    """Numbers read straight from MLflow (not through the dashboard's functions) appear on the pages."""
+    from mlflow.tracking import MlflowClient
+
+    uri, real = real_store
+    client = MlflowClient(uri, registry_uri=uri)
+    assert real.versions[("numerai-baseline", 1)] == "Success"
+    assert real.versions[real.failed] == "Failed"
+
+    # Models & uploads: real upload states, reason and the promotion
+    at = open_page(uri, "models", monkeypatch)
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in at.markdown[0].value.splitlines()[2:]}
+    good = rows[("**numerai-baseline**", "1")]
+    corr = client.get_run(client.get_model_version("numerai-baseline", "1").run_id).data.metrics["numerai_corr_mean"]
+    assert ":green-badge[Success]" in good and "`@champion`" in good and f4(corr) in good
+    bad = rows[("**numerai-baseline**", str(real.failed[1]))]
+    assert ":red-badge[Failed]" in bad and "`python_mismatch`" in bad
+    assert at.table[-1].value["alias"].iloc[0] == "champion"
+
+    # Training: the best epoch's validation corr of the Keras run
+    keras = real.runs["keras_stream"][0]
+    at = open_page(uri, "training", monkeypatch)
+    best = max(m.value for m in client.get_metric_history(keras, "val_corr_mean"))
+    assert metrics(at)["Best val corr"] == f4(best)
+
+    # Forecasts: RMSE recomputed from the run's own test_forecast.csv; the order search winner
+    parent = next(r for r in real.runs["varmax"] if "mlflow.parentRunId" not in client.get_run(r).data.tags)
+    fc = _artifact_csv(uri, parent, "varmax/test_forecast.csv")
+    search = _artifact_csv(uri, parent, "varmax/order_search.csv")
+    at = open_page(uri, "forecasts", monkeypatch)
+    for var in ("realgdp", "realcons"):
+        rmse = np.sqrt(((fc[f"{var}_actual"] - fc[f"{var}_forecast"]) ** 2).mean())
+        assert metrics(at)[f"{var} test RMSE"] == f4(rmse)
+    criterion = client.get_run(parent).data.params["config.criterion"]
+    win = search.loc[search[criterion].idxmin()]
+    assert f"p = {int(win['p'])}, q = {int(win['q'])}" in markdown(at)
+
+    # Compare: the evaluator's per-era table of the baseline, and its logged mean
+    base = client.get_model_version("numerai-baseline", "1").run_id
+    per_era = _artifact_csv(uri, base, "numerai_eval/per_era_corr.csv")
+    at = open_page(uri, "compare", monkeypatch)
+    picked = at.multiselect(key="cmp_runs")
+    picked.set_value([o for o in picked.options if base[:6] in o]).run()
+    shown = next(v for k, v in metrics(at).items() if base[:6] in k)
+    assert shown == f4(per_era.iloc[:, 1].mean()) == f4(corr)
+
+    # Ensembles and Uncertainty: the study's models with their logged metrics
+    studies = real.runs["bnn_study"]
+    bayesian = [r for r in studies if "member_corr_mean_mean" in client.get_run(r).data.metrics]
+    assert len(bayesian) == 4  # 2 priors x 2 architectures
+    at = open_page(uri, "ensembles", monkeypatch)
+    table = at.table[0].value
+    for run_id in bayesian:
+        run = client.get_run(run_id)
+        row = table.loc[run.data.tags["bnn.model"]]
+        assert row["ensemble_corr_mean"] == pytest.approx(run.data.metrics["ensemble_corr_mean"], abs=5e-5)
+        assert row["member_corr_mean_mean"] == pytest.approx(run.data.metrics["member_corr_mean_mean"], abs=5e-5)
+    assert "Jensen-Shannon" in " ".join(h.value for h in at.subheader)
+    assert any(c.get("layer", [{}])[0].get("mark", {}).get("type") == "rect" for c in charts(at))
+    at = open_page(uri, "uncertainty", monkeypatch)
+    aucs = [client.get_run(r).data.metrics.get("burn_auc") for r in bayesian]
+    aucs = [a for a in aucs if a is not None and not np.isnan(a)]
+    if aucs:
+        assert metrics(at)["Best burn AUC"] == f"{max(aucs):.3f}"

@@ -41,8 +41,9 @@ if search.empty:
 else:
     row = parents[parents["run_id"] == run_id] if not parents.empty else runs[runs["run_id"] == run_id]
     criterion = None
-    if not row.empty and "params.criterion" in row:
-        criterion = row["params.criterion"].iloc[0]
+    for col in ("params.config.criterion", "params.criterion"):  # the entry point logs `config.*`
+        if criterion is None and not row.empty and col in row and isinstance(row[col].iloc[0], str):
+            criterion = row[col].iloc[0]
     criterion = criterion if isinstance(criterion, str) and criterion in search else ("aic" if "aic" in search else None)
     if criterion is not None:
         win = search.loc[search[criterion].idxmin()]
