@@ -472,17 +472,18 @@ def test_tcp_connection_from_the_cli(tcp_server, live_path, private_tmp):
     assert accepted == []
 
 
-def test_busy_threads_get_one_cpu(live_path, private_tmp):
+@pytest.mark.parametrize("mode", MODES)
+def test_busy_threads_get_one_cpu(mode, live_path, private_tmp):
     pkl = private_tmp.parent / "busy.pkl"
     pkl.write_bytes(busy_threads())
-    for mode in ("api", "cli"):
-        report = _run(mode, pkl, live_path, [])
-        _check(report, SUCCESS, None)
-        assert report["cpu_seconds"] / report["wall_seconds"] <= 1.1, report
-        assert "affinity 1 omp 1" in report["log_tail"]
+    report = _run(mode, pkl, live_path, [])
+    _check(report, SUCCESS, None)
+    assert report["cpu_seconds"] / report["wall_seconds"] <= 1.1, report
+    assert "affinity 1 omp 1" in report["log_tail"]
 
 
-def test_good_model_success_with_diagnostics(synthetic_dir, private_tmp):
+@pytest.mark.parametrize("mode", MODES)
+def test_good_model_success_with_diagnostics(mode, synthetic_dir, private_tmp):
     pkl = private_tmp.parent / "good.pkl"
     feature = sorted(c for c in pd.read_parquet(synthetic_dir / "live.parquet").columns if c.startswith("feature"))[0]
 
@@ -493,19 +494,18 @@ def test_good_model_success_with_diagnostics(synthetic_dir, private_tmp):
         return (ranks / (len(ranks) + 1)).to_frame("prediction")
 
     pkl.write_bytes(cloudpickle.dumps(predict))
-    for mode in ("api", "cli"):
-        args = ["--validation", str(synthetic_dir / "validation.parquet")]
-        if mode == "api":
-            report = validate(str(pkl), live=synthetic_dir / "live.parquet", validation=synthetic_dir / "validation.parquet").to_dict()
-        else:
-            report = _run("cli", pkl, synthetic_dir / "live.parquet", args)
-        _check(report, SUCCESS, None)
-        assert [h["state"] for h in report["history"]] == [PENDING, RUNNING, VALIDATING, SUCCESS]
-        diag = report["diagnostics"]
-        valid = pd.read_parquet(synthetic_dir / "validation.parquet")
-        assert diag["n_eras"] == valid["era"].nunique() == len(diag["per_era"])
-        assert all(-1 <= v <= 1 for v in diag["per_era"].values() if v is not None)
-        assert report["predictions"]["rows"] == len(pd.read_parquet(synthetic_dir / "live.parquet"))
+    args = ["--validation", str(synthetic_dir / "validation.parquet")]
+    if mode == "api":
+        report = validate(str(pkl), live=synthetic_dir / "live.parquet", validation=synthetic_dir / "validation.parquet").to_dict()
+    else:
+        report = _run("cli", pkl, synthetic_dir / "live.parquet", args)
+    _check(report, SUCCESS, None)
+    assert [h["state"] for h in report["history"]] == [PENDING, RUNNING, VALIDATING, SUCCESS]
+    diag = report["diagnostics"]
+    valid = pd.read_parquet(synthetic_dir / "validation.parquet")
+    assert diag["n_eras"] == valid["era"].nunique() == len(diag["per_era"])
+    assert all(-1 <= v <= 1 for v in diag["per_era"].values() if v is not None)
+    assert report["predictions"]["rows"] == len(pd.read_parquet(synthetic_dir / "live.parquet"))
 
 
 def test_two_parameter_predict_gets_the_benchmarks(live_path, private_tmp, tmp_path):
