@@ -152,6 +152,7 @@ def main(spec_path: str) -> None:
     global _spec
     with open(spec_path) as fh:
         _spec = json.load(fh)
+    sys.path.extend(p for p in _spec.get("site_paths") or [] if p not in sys.path)  # started with -S
     sys.meta_path.insert(0, ImportBlocker(_spec.get("blocked", [])))
     sys.addaudithook(_audit)
     if _spec.get("cpus"):

@@ -543,6 +543,7 @@ def run_pickle(
             "net_guard": net == "guard",
             "cpus": cpus,
             "rlimit_as": limits.memory_bytes if group is None else None,
+            "site_paths": site_paths(interpreter or sys.executable),
         }
         (private / "spec.json").write_text(json.dumps(spec))
         script = private / "child.py"
@@ -555,8 +556,21 @@ def run_pickle(
         shutil.rmtree(private, ignore_errors=True)
 
 
-def _launch_command(script: Path, private: Path, group: Cgroup | None, net: str, interpreter: str) -> list[str]:
-    cmd = [interpreter, "-I", "-X", "utf8", str(script), str(private / "spec.json")]
+def site_paths(interpreter: str) -> list[str] | None:
+    """The site-packages directories to put on the child's path when it starts without `site`
+    (`-S`: no .pth files run, e.g. no editable-install finders; faster). None for another
+    interpreter, which then keeps its own `site` processing."""
+    if os.path.realpath(interpreter) != os.path.realpath(sys.executable):
+        return None
+    import site
+
+    return [p for p in site.getsitepackages() if os.path.isdir(p)]
+
+
+def _launch_command(script: Path, private: Path, group: Cgroup | None, net: str, interpreter: str,
+                    no_site: bool) -> list[str]:
+    flags = ["-I", "-S"] if no_site else ["-I"]
+    cmd = [interpreter, *flags, "-X", "utf8", str(script), str(private / "spec.json")]
     if net == "namespace":
         cmd = [shutil.which("unshare"), "--net", "--"] + cmd
     if group is not None:
@@ -573,7 +587,8 @@ def _execute(spec, script, private, out_dir, limits, group, net, mem_method, tok
     start = time.monotonic()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            _launch_command(script, private, group, net, interpreter), cwd=private, env=env,
+            _launch_command(script, private, group, net, interpreter, bool(spec.get("site_paths"))),
+            cwd=private, env=env,
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             close_fds=True,
         )
