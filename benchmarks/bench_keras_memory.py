@@ -99,7 +99,7 @@ def main() -> None:
     print(f"rows/s       : {result.history['rows_per_sec'].iloc[-1]:,.0f} (training, last epoch)")
     print(f"peak RSS     : {maxrss / GIB:.2f} GiB (ru_maxrss, whole process; target < {TARGET_GIB} GiB: "
           f"{'met' if maxrss < TARGET_GIB * GIB else 'NOT met'}); float32 train set would be "
-          f"{train.n_rows * train.n_features * 4 / GIB:.1f} GiB")
+          f"{train.n_rows * train.n_features * 4 / GIB:.2f} GiB")
 
 
 if __name__ == "__main__":

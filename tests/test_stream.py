@@ -228,3 +228,11 @@ def test_torch_adapter(coded):
     loader = torch.utils.data.DataLoader(torch_dataset(stream), batch_size=None, num_workers=0)
     assert sum(len(x) for x, _ in loader) == coded.n_rows
     assert no_stream_threads()
+
+
+def test_batches_are_64_byte_aligned(coded):
+    """TensorFlow wraps aligned batches without a copy (see aligned_empty)."""
+    stream = BatchStream(coded, 100, seed=0)
+    with stream.epoch(0) as batches:
+        for x, y in batches:
+            assert x.ctypes.data % 64 == 0 and y.ctypes.data % 64 == 0
