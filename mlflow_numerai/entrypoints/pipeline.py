@@ -170,6 +170,22 @@ def run_step(step: Step, params: dict[str, Any], project_dir: Path, experiment_i
     return result
 
 
+def registered_states(versions: list[str]) -> list[tuple[str, str, str, str]]:
+    """(model, version, upload state, aliases) of "name/version" entries, read at the end (the
+    validate and promote steps change them after the training steps)."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    rows = []
+    for entry in versions:
+        name, _, version = entry.rpartition("/")
+        mv = client.get_model_version(name, version)
+        state = mv.tags.get("numerai.upload_state", "not validated")
+        reason = mv.tags.get("numerai.upload_reason")
+        rows.append((name, version, f"{state} ({reason})" if reason else state, ", ".join(mv.aliases)))
+    return rows
+
+
 def print_summary(results: list[StepResult], tracking_uri: str, data_dir: Path) -> None:
     """A table of the steps, then how to look at the results."""
     from rich.console import Console
@@ -184,6 +200,14 @@ def print_summary(results: list[StepResult], tracking_uri: str, data_dir: Path) 
                       ", ".join(r.versions))
     console = Console(width=None if sys.stdout.isatty() else 160)  # logs: do not truncate
     console.print(table)
+    states = registered_states([v for r in results for v in r.versions])
+    if states:
+        registry = Table(title="registered versions (as the pipeline leaves them)")
+        for column in ("model", "version", "upload state", "aliases"):
+            registry.add_column(column, overflow="fold")
+        for row in states:
+            registry.add_row(*row)
+        console.print(registry)
     console.print(f"data: {data_dir}\ntracking: {tracking_uri}")
     console.print("Look at it:\n"
                   f"  mlflow ui --backend-store-uri {tracking_uri}\n"

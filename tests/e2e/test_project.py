@@ -161,3 +161,19 @@ def test_pipeline_refuses_bad_options_before_running_anything(tmp_path, monkeypa
     result = runner.invoke(pipeline_module.pipeline, ["--steps", "baseline"])  # no data made yet
     assert result.exit_code == 2 and "include the 'data' step" in result.output
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_registered_states_read_upload_state_and_aliases(tracking_uri, tmp_path):
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    client.create_registered_model("m")
+    for _ in range(2):
+        client.create_model_version("m", source=str(tmp_path))
+    client.set_model_version_tag("m", "1", "numerai.upload_state", "Failed")
+    client.set_model_version_tag("m", "1", "numerai.upload_reason", "invalid_output:range")
+    client.set_registered_model_alias("m", "champion", "2")
+    assert pipeline_module.registered_states(["m/1", "m/2"]) == [
+        ("m", "1", "Failed (invalid_output:range)", ""),
+        ("m", "2", "not validated", "champion"),
+    ]
