@@ -317,7 +317,7 @@ def fill_real_store(tracking_uri: str, data_dir: str | Path, *, families: tuple[
         _invoke(command("varmax"), ["--tracking-uri", tracking_uri, "--max-p", "2", "--max-q", "0", "--no-validate",
                                     "--no-progress"])
     if "bnn_study" in families:
-        _invoke(command("bnn-study"), [*common, "--priors", "normal,laplace", "--architectures", "none,16",
+        _invoke(command("bnn-study"), [*common, "--priors", "normal,laplace", "--architectures", "none",
                                        "--epochs", "2", "--n-samples", "40", "--batch-size", "1024", "--threads", "1"])
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)

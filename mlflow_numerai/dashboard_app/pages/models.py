@@ -55,7 +55,7 @@ if not history.empty:
         color=alt.Color("state:N", scale=ui.STATE_SCALE, title="state"),
         tooltip=["model", "state", alt.Tooltip("time:T", format="%Y-%m-%d %H:%M:%S"), "reason"],
     )
-    height = max(140, 34 * len(spans))
+    height = max(220, 48 * len(spans))  # includes the x axis; nominal rows need room for labels
     st.altair_chart((lines + points).properties(height=height), width="stretch", height=height)
 
 st.subheader("Version details")
