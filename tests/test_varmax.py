@@ -254,6 +254,8 @@ def test_parallel_search_equals_sequential(series):
     assert all(r.error is None and np.isfinite(r.aic) for r in parallel)
     assert any("EstimationWarning" in w for w in parallel[2].warnings)  # VARMA(1,1) warns
     assert fam.select_order(parallel, "aic") == min(((r.aic, r.p, r.q) for r in parallel))[1:]
+    forkserver = fam.search_orders(train, test, cfg, workers=2, progress=False, start_method="forkserver")
+    pd.testing.assert_frame_equal(fam.search_table(sequential)[columns], fam.search_table(forkserver)[columns])
 
 
 def test_select_order_breaks_ties_and_refuses_all_failed():
@@ -313,6 +315,7 @@ def test_train_varmax_command_logs_runs_artifacts_and_model(tracking_uri, tmp_pa
     assert sorted(r.info.run_name for r in children) == ["VARMAX(0,1)", "VARMAX(1,0)", "VARMAX(1,1)"]
     assert all({"aic", "bic", "hqic", "test_rmse", "fit_seconds", "converged"} <= set(r.data.metrics) for r in children)
     assert parent.data.tags["numerai.family"] == "varmax"
+    assert all("numerai.family" not in r.data.tags for r in children)  # the dashboard lists model runs only
     assert {"test_rmse_gdp", "test_mape_cons", "naive_rmse_gdp", "naive_mape_cons"} <= set(parent.data.metrics)
     files = {a.path for a in client.list_artifacts(parent.info.run_id, "varmax")}
     assert {"varmax/order_search.csv", "varmax/test_forecast.csv", "varmax/forecast_vs_actual.png"} <= files

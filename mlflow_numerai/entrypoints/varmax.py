@@ -128,7 +128,7 @@ def log_candidate(result) -> None:
     import mlflow
 
     with mlflow.start_run(run_name=f"VARMAX({result.p},{result.q})", nested=True,
-                          tags={"numerai.family": FAMILY, "numerai.varmax.candidate": "true"}):
+                          tags={"numerai.varmax.candidate": "true"}):  # no family tag: not a model run
         mlflow.log_params({"p": result.p, "q": result.q})
         metrics = {k: getattr(result, k) for k in ("aic", "bic", "hqic", "test_rmse", "fit_seconds")}
         metrics = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(v)}

@@ -498,8 +498,11 @@ def search_orders(
     workers: int | None = None,
     on_result: Callable[[CandidateResult], None] | None = None,
     progress: bool = True,
+    start_method: str | None = None,
 ) -> list[CandidateResult]:
     """Fit every candidate order; `workers` > 1 fits them in that many processes.
+
+    `start_method` ("fork", "forkserver", "spawn") defaults to :func:`pool_context`'s choice.
 
     Results come back in (p, q) order whatever the worker count, and are the same numbers as a
     sequential search (each fit is deterministic and independent). `on_result` is called for each
@@ -512,18 +515,17 @@ def search_orders(
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     found: dict[tuple[int, int], CandidateResult] = {}
-    bar = tqdm(total=len(orders), desc="VARMAX order search", unit="fit", disable=not progress)
+    # no bar object at all when silent: tqdm starts a monitor thread even for a disabled bar
+    bar = tqdm(total=len(orders), desc="VARMAX order search", unit="fit") if progress else _NoBar()
     try:
         if workers == 1:
             for order in orders:
                 found[order] = evaluate_candidate(train, test, config, order)
                 _report(found[order], on_result, bar)
         else:
-            import multiprocessing
             from concurrent.futures import as_completed
 
-            # spawn: no fork of a process that may hold threads (MLflow, BLAS) or open stores
-            context = multiprocessing.get_context("spawn")
+            context = pool_context(start_method)
             with ProcessPoolExecutor(max_workers=min(workers, len(orders)), mp_context=context) as pool:
                 futures = {pool.submit(_evaluate_task, (train, test, config, o)): o for o in orders}
                 for future in as_completed(futures):
@@ -532,6 +534,39 @@ def search_orders(
     finally:
         bar.close()
     return [found[order] for order in orders]
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def set_postfix_str(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def pool_context(start_method: str | None = None) -> Any:
+    """The process start method: `start_method` if given; else `fork` when this process runs a
+    single thread (children start at once, with statsmodels already imported), else
+    `forkserver` (forking a threaded process can deadlock a child on a lock another thread
+    held), whose server imports statsmodels once for all children."""
+    import multiprocessing
+    import threading
+
+    methods = multiprocessing.get_all_start_methods()
+    if start_method is not None and start_method not in methods:
+        raise ValueError(f"start_method must be one of {methods}, got {start_method!r}")
+    if start_method in ("fork", "spawn"):
+        return multiprocessing.get_context(start_method)
+    if start_method is None and "fork" in methods and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    if "forkserver" in methods:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__, "statsmodels.tsa.statespace.varmax"])
+        return context
+    return multiprocessing.get_context("spawn")
 
 
 def _report(result: CandidateResult, on_result: Callable | None, bar: Any) -> None:
