@@ -27,7 +27,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 BIN = Path(sys.executable).parent
 NAME = "numerai-varmax"

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import asdict
 import tempfile
+import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -150,8 +151,10 @@ def log_winner(outcome) -> None:
     metrics = {"aic": winner.aic, "bic": winner.bic, "hqic": winner.hqic, "test_rmse": winner.test_rmse,
                "converged": float(winner.converged), "n_candidates": float(len(outcome.candidates))}
     for variable, row in outcome.metrics.iterrows():
-        for column in ("rmse", "mape", "naive_rmse", "naive_mape", "rmse_vs_naive"):
-            metrics[f"test_{column}_{variable}" if not column.startswith("naive") else f"{column}_{variable}"] = float(row[column])
+        for column in ("rmse", "mape", "rmse_vs_naive"):
+            metrics[f"test_{column}_{variable}"] = float(row[column])
+        for column in ("naive_rmse", "naive_mape"):
+            metrics[f"{column}_{variable}"] = float(row[column])
     mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v == v})
     if outcome.fit_warnings:
         mlflow.set_tag("numerai.varmax.final_fit_warnings", " | ".join(outcome.fit_warnings)[:MAX_TAG_CHARS])
@@ -269,8 +272,6 @@ def varmax(preset, source, date_column, freq, endog, exog, transform, test_perio
                            "first_period": str(frame.index[0]), "last_period": str(frame.index[-1])})
         click.echo(f"varmax: {len(candidates)} candidate orders on {len(frame)} periods "
                    f"({config.test_periods} held out), {n_workers} process(es)")
-        import time
-
         started = time.perf_counter()
         outcome = fam.train_varmax(frame, config, workers=n_workers, on_candidate=log_candidate, progress=progress)
         mlflow.log_metric("search_and_fit_seconds", time.perf_counter() - started)
