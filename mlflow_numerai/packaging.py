@@ -412,7 +412,7 @@ def log_numerai_model(
         raise PackagingError(f"output_contract must be a dict, got {type(output_contract).__name__}")
     if input_example is not None and not isinstance(input_example, pd.DataFrame):
         raise PackagingError(f"input_example must be a pandas DataFrame, got {type(input_example).__name__}")
-    data = pickle_bytes = None
+    data = None
     benchmarks = None
     if data_dir is not None:
         from mlflow_numerai.data import io as data_io
