@@ -25,3 +25,29 @@ def ensure_tracking_uri(uri: str | None = None) -> str:
     os.environ[TRACKING_ENV] = uri
     mlflow.set_tracking_uri(uri)
     return uri
+
+
+def get_or_create_experiment(name: str, client=None) -> str:
+    """The id of experiment `name`, created if missing.
+
+    A new experiment's artifacts go beside the Default experiment's (`<root>/<name>`): MLflow
+    would otherwise root them in the working directory of whichever process creates it, which
+    under `mlflow run` is the projects directory.
+    """
+    from mlflow import MlflowClient
+
+    client = client or MlflowClient()
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    default = client.get_experiment("0")
+    location = None
+    if default is not None and default.artifact_location:
+        location = default.artifact_location.rstrip("/").rsplit("/", 1)[0] + "/" + name
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # created concurrently by another process
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id

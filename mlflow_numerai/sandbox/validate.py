@@ -264,9 +264,10 @@ class _Flow:
         if log_run:
             from mlflow import MlflowClient
 
+            from mlflow_numerai.tracking import get_or_create_experiment
+
             self.client = MlflowClient()
-            exp = self.client.get_experiment_by_name(experiment)
-            exp_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+            exp_id = get_or_create_experiment(experiment, self.client)
             tags = {"numerai.validation.target": target.spec, "mlflow.runName": f"validate {target.spec}"[:250]}
             if target.model_version:
                 tags.update({"numerai.validation.model_name": target.model_name,
