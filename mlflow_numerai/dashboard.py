@@ -326,14 +326,14 @@ def parse_history(raw: str | None) -> list[dict]:
 
 
 def _aliases_by_version(client) -> dict[tuple[str, str], list[str]]:
+    """(model name, version) -> its aliases, from the registered models (version searches may
+    leave aliases out)."""
     out: dict[tuple[str, str], list[str]] = {}
     for model in client.search_registered_models(max_results=1000):
-        for alias in getattr(model, "aliases", None) or []:
-            name = getattr(alias, "alias", None)
-            version = getattr(alias, "version", None)
-            if name is None and isinstance(alias, str):  # some stores return aliases as a dict
-                name, version = alias, model.aliases[alias]
-            out.setdefault((model.name, str(version)), []).append(str(name))
+        aliases = model.aliases or {}
+        pairs = aliases.items() if isinstance(aliases, dict) else ((a.alias, a.version) for a in aliases)
+        for alias, version in pairs:
+            out.setdefault((model.name, str(version)), []).append(str(alias))
     return out
 
 
