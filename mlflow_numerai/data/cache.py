@@ -270,6 +270,19 @@ def _feature_block(batch: pa.RecordBatch, features: list[str], out: np.ndarray) 
     return n_nan
 
 
+def _row_group_batches(pf: pq.ParquetFile, columns: list[str], batch_rows: int):
+    """Record batches of at most `batch_rows` rows, one row group decoded at a time.
+
+    (`iter_batches` reads row groups ahead of a slow consumer, so its memory grows with the
+    file; this keeps one row group of the selected columns in memory.)"""
+    pool = pa.default_memory_pool()
+    for i in range(pf.metadata.num_row_groups):
+        table = pf.read_row_group(i, columns=columns)
+        yield from table.to_batches(max_chunksize=batch_rows)
+        del table
+        pool.release_unused()
+
+
 def _npy_header_file(path: Path, shape: tuple[int, int], dtype: str) -> tuple[int, int]:
     """Create a `.npy` file of the given shape (sparse, data zero) and return (fd, data offset)."""
     with open(path, "wb") as f:
@@ -318,7 +331,7 @@ def _write_cache(parquet: Path, tmp: Path, features: list[str], targets: list[st
         block = np.empty((batch_rows, n_features), dtype=np.int8)
         row0 = 0
         with tqdm(total=len(keep), desc=f"cache {parquet.name}", unit="row", unit_scale=True, disable=not progress) as bar:
-            for batch in pf.iter_batches(batch_size=batch_rows, columns=features):
+            for batch in _row_group_batches(pf, features, batch_rows):
                 n = len(batch)
                 view = block[:n]
                 n_nan += _feature_block(batch, features, view)

@@ -94,7 +94,8 @@ def learning_curve_figure(history):
               help="Rows shuffled together (after shuffling the era order each epoch).")
 @click.option("--prefetch", type=click.IntRange(min=1), default=4, show_default=True,
               help="Batches prepared ahead by the loader threads.")
-@click.option("--loader-threads", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--loader-threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Threads preparing batches (one contends least with training on few cores).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--cache-dir", default=None,
               help="Where the int8 caches go (default: <MLFLOW_NUMERAI_CACHE>/keras_stream).")

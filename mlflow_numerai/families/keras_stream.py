@@ -44,7 +44,7 @@ class KerasStreamConfig:
     learning_rate: float = 1e-3
     window: int = 131072
     prefetch: int = 4
-    threads: int = 2
+    threads: int = 1  # training leaves little CPU idle: one loader thread contends least
     seed: int = 0
 
     def __post_init__(self) -> None:
