@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "bench_loader_data")
     parser.add_argument("--eras", type=int, default=25, help="use the first N train eras")
     parser.add_argument("--epochs", type=int, default=5, help="epochs of each (the first is left out)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="loader threads (the Keras default)")
     args = parser.parse_args()
     if not (args.data / "train.parquet").exists():
         raise SystemExit(f"no data at {args.data}: run benchmarks/bench_loader.py first (it generates it)")
