@@ -164,9 +164,13 @@ class RegistryRecorder:
         _retrying(self.client.set_model_version_tag, self.name, self.version, VALIDATION_RUN_TAG, run_id)
 
 
+TRANSIENT_MARKS = ("UNIQUE constraint", "IntegrityError", "locked", "were matched")
+
+
 def _retrying(call, *args, attempts: int = 8):
     """Run a registry write, retrying the transient conflicts of concurrent writers (SQLite's
-    "database is locked", or two writers inserting the same new tag at once)."""
+    "database is locked", two writers inserting the same new tag at once, or an alias row that
+    another writer updated or deleted under us: SQLAlchemy's "0 were matched")."""
     from mlflow.exceptions import MlflowException
 
     for attempt in range(attempts):
@@ -174,7 +178,7 @@ def _retrying(call, *args, attempts: int = 8):
             return call(*args)
         except MlflowException as exc:
             text = str(exc)
-            transient = "UNIQUE constraint" in text or "IntegrityError" in text or "locked" in text
+            transient = any(mark in text for mark in TRANSIENT_MARKS)
             if not transient or attempt == attempts - 1:
                 raise
             time.sleep(0.02 * (attempt + 1))
@@ -194,7 +198,7 @@ def revoke_aliases(name: str, version: str, client=None, why: str = "") -> list[
         if str(holder) != str(version):
             continue
         previous = model.tags.get(f"{PROMOTION_PREFIX}.{alias}.previous_version")
-        _restore_alias(client, name, alias, str(version), previous)
+        _retrying(_restore_alias, client, name, alias, str(version), previous)
         _retrying(client.set_registered_model_tag, name, f"{PROMOTION_PREFIX}.{alias}.revoked",
                   json.dumps({"version": str(version), "time": _now(), "why": why}))
         taken.append(alias)
@@ -317,7 +321,7 @@ def promote(name: str, version: str | int, alias: str = "champion", *, min_corr:
     _retrying(client.set_registered_model_alias, name, alias, version)
     state = _state_of(client, name, version)
     if state != SUCCESS:
-        now_at = _restore_alias(client, name, alias, version, previous)
+        now_at = _retrying(_restore_alias, client, name, alias, version, previous)
         raise PromotionError(
             f"not promoting {name} version {version}: its upload state changed to {state!r} during the "
             f"promotion; @{alias} is back on {now_at or 'no version'}"

@@ -212,6 +212,29 @@ def test_racing_promotions_never_leave_alias_on_failed_version(client, uniq):
         assert upload_state(name, v2, client)["state"] == FAILED
 
 
+def test_alias_row_changed_under_us_is_retried(client, uniq, monkeypatch):
+    """A concurrent writer updating or deleting the alias row makes SQLAlchemy raise "0 were
+    matched"; the move is retried instead of failing the promotion (seen in the race above)."""
+    from mlflow.exceptions import MlflowException
+
+    (v1,) = _bare_versions(client, uniq, 1)
+    _mark(client, uniq, v1, SUCCESS)
+    real = client.set_registered_model_alias
+    calls = []
+
+    def stale_once(*args):
+        calls.append(args)
+        if len(calls) == 1:
+            raise MlflowException("UPDATE statement on table 'registered_model_aliases' expected to "
+                                  "update 1 row(s); 0 were matched.")
+        return real(*args)
+
+    monkeypatch.setattr(client, "set_registered_model_alias", stale_once)
+    promote(uniq, v1, client=client)
+    assert len(calls) == 2
+    assert str(client.get_registered_model(uniq).aliases["champion"]) == v1
+
+
 def test_promote_cli_exit_codes(client, uniq):
     v1, v2 = _bare_versions(client, uniq, 2)
     _mark(client, uniq, v1, SUCCESS, metrics={"validation_corr_mean": 0.02})
