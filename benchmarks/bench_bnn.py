@@ -2,7 +2,7 @@
 and vs looping, peak memory of a 1000-sample x 1M-row predictive, SVI rows/s.
 
     .venv/bin/python benchmarks/bench_bnn.py                 # all parts
-    .venv/bin/python benchmarks/bench_bnn.py --parts predictive,loops --rows 30000
+    .venv/bin/python benchmarks/bench_bnn.py --parts predictive,loops --rows 10000 --loop-rows 1000,10000
 
 Weights are random draws of the right shapes (speed does not depend on their values); the
 architecture is the seed's 128-64-64 on `--features` inputs. Every comparison is measured in the
@@ -84,22 +84,31 @@ def pyro_predictive_loop(n_features: int, hidden: tuple[int, ...], x: torch.Tens
 
 
 MEMORY_CHILD = """
-import json, resource, sys, time, torch
+import json, sys, time, torch
 sys.path.insert(0, {root!r})
-from benchmarks.bench_bnn import random_samples
+from benchmarks.bench_bnn import random_samples, vm_hwm_mib
 from mlflow_numerai.families import bayes_nn as bnn
 torch.set_num_threads({threads})
 widths = {widths}
 x = torch.rand({rows}, widths[0]) - 0.5
 samples = random_samples({samples}, widths)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = vm_hwm_mib()
 start = time.perf_counter()
 mean, std = bnn.predictive_mean_std(samples, x, budget_bytes={budget})
 seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({{"peak_mib": peak / 1024, "before_mib": base / 1024, "seconds": seconds,
+print(json.dumps({{"peak_mib": vm_hwm_mib(), "before_mib": base, "seconds": seconds,
                   "finite": bool(torch.isfinite(torch.as_tensor(mean)).all())}}))
 """
+
+
+def vm_hwm_mib() -> float:
+    """This process's peak RSS (`VmHWM`: unlike `ru_maxrss`, not inherited from the parent
+    across fork + exec)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def memory_run(rows: int, samples: int, widths: list[int], budget: int, threads: int) -> dict:
@@ -121,7 +130,8 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=40)
     parser.add_argument("--hidden", default="128-64-64")
     parser.add_argument("--budget-mb", type=float, default=512)
-    parser.add_argument("--loop-samples", type=int, default=1000, help="samples for the pyro Predictive loop")
+    parser.add_argument("--loop-samples", type=int, default=200, help="samples timed in the pyro Predictive loop")
+    parser.add_argument("--loop-rows", default="1000,3000,10000,30000", help="row counts compared with the loops")
     parser.add_argument("--memory-rows", type=int, default=1_000_000)
     parser.add_argument("--memory-hidden", default="128-64-64")
     parser.add_argument("--svi-rows", type=int, default=100_000)
@@ -140,8 +150,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {threads} thread(s); net {widths}; {args.rows} rows x {args.samples} samples "
           f"= {work / 1e9:.1f} GFLOP")
 
-    batched_s = None
-    if parts & {"predictive", "loops"}:
+    if "predictive" in parts:
         peak = matmul_peak()
         bnn.predictive_mean_std(samples.head(10), x[:1000], budget_bytes=budget)  # warm-up
         batched_s = best_of(lambda: bnn.predictive_mean_std(samples, x, budget_bytes=budget), 2)
@@ -152,14 +161,20 @@ def main() -> None:
               f"{100 * rate / peak:.0f} % |")
 
     if "loops" in parts:
-        loop_s = best_of(lambda: per_sample_loop(samples, x), 1)
         k = min(args.loop_samples, args.samples)
-        pyro_s = pyro_predictive_loop(args.features, hidden, x, k) * args.samples / k
-        print("\n| what (same rows and samples) | seconds | batched is faster by |\n| --- | --- | --- |")
-        print(f"| batched predictive | {batched_s:.2f} | 1x |")
-        print(f"| per-sample forward passes (torch loop) | {loop_s:.2f} | {loop_s / batched_s:.1f}x |")
-        note = "" if k == args.samples else f" ({k} samples measured, scaled x{args.samples / k:g})"
-        print(f"| pyro.infer.Predictive, parallel=False{note} | {pyro_s:.2f} | {pyro_s / batched_s:.1f}x |")
+        note = "" if k == args.samples else f"; Predictive: {k} samples measured, scaled x{args.samples / k:g}"
+        print(f"\n{args.samples} samples, same rows, same run{note}:\n")
+        print("| rows | batched s | GFLOP/s | per-sample torch loop s | GFLOP/s | batched faster by | "
+              "`Predictive` loop s | batched faster by |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for rows in [int(r) for r in args.loop_rows.split(",")]:
+            xr = torch.rand(rows, args.features) - 0.5
+            work_r = flops(rows, args.samples, widths)
+            b_s = best_of(lambda: bnn.predictive_mean_std(samples, xr, budget_bytes=budget), 2)
+            loop_s = best_of(lambda: per_sample_loop(samples, xr), 2)
+            pyro_s = pyro_predictive_loop(args.features, hidden, xr, k) * args.samples / k
+            print(f"| {rows:,} | {b_s:.2f} | {work_r / b_s / 1e9:.0f} | {loop_s:.2f} | {work_r / loop_s / 1e9:.0f} | "
+                  f"{loop_s / b_s:.1f}x | {pyro_s:.2f} | {pyro_s / b_s:.1f}x |")
 
     if "memory" in parts:
         mem_widths = [args.features, *bnn.parse_hidden(args.memory_hidden), 1]

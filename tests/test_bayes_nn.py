@@ -131,6 +131,11 @@ def test_batched_forward_equals_one_pass_per_sample(hidden):
     )
     want = naive_predictions(samples, x)
     np.testing.assert_allclose(bnn.batched_forward(torch.from_numpy(x), samples).numpy(), want, rtol=1e-4, atol=1e-5)
+    # small tiles: rows and samples split across many tiles, every cell written once
+    rows, k = bnn.tile_shape(len(x), samples.n_samples, widths, tile_bytes=2048)
+    assert rows < len(x) and k < samples.n_samples
+    tiled = bnn.batched_forward(torch.from_numpy(x), samples, tile_bytes=2048).numpy()
+    np.testing.assert_allclose(tiled, want, rtol=1e-4, atol=1e-5)
     w, b = samples.numpy()
     np.testing.assert_allclose(bnn.numpy_forward(x, w, b), want, rtol=1e-4, atol=1e-5)
 
@@ -139,7 +144,7 @@ def test_more_samples_than_the_budget_are_chunked_not_crashed(posteriors, data):
     _, samples, study = posteriors["laplace"]
     x = data["xv"]
     tiny = 64 * 1024  # far below S x N x widths
-    cells = tiny // bnn.bytes_per_cell(samples.widths)
+    cells = tiny // bnn.BLOCK_BYTES_PER_CELL
     assert cells < samples.n_samples * len(x)
     blocks = list(bnn.iter_predictive(samples, x, budget_bytes=tiny))
     assert len(blocks) > 1 and max(p.numel() for _, _, p in blocks) <= cells
@@ -152,7 +157,7 @@ def test_more_samples_than_the_budget_are_chunked_not_crashed(posteriors, data):
     for key in ("ensemble_corr_mean", "member_corr_mean_mean", "member_sharpe_std", "burn_auc"):
         assert small.metrics[key] == pytest.approx(study.metrics[key], abs=1e-5)  # float32 sums differ by block
     with pytest.raises(ValueError, match="budget"):
-        bnn.plan_chunks(10, 10, samples.widths, 0)
+        bnn.plan_chunks(10, 10, 0)
 
 
 def test_era_blocks_never_split_an_era():

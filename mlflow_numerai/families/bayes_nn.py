@@ -7,8 +7,9 @@ Maths only, no MLflow. The pieces, in the order they are used:
   `fit_svi` is the short SVI loop (Trace_ELBO, minibatches scaled to the data size by the
   subsampled `pyro.plate`). `fit_baseline` is the seed's non-Bayesian net (MSE, He init, Adam 1e-2).
 - `sample_posterior` draws S weight sets; `iter_predictive` runs them on many rows with batched
-  matrix products (one GEMM for the first layer, `torch.baddbmm` after), in blocks whose size is
-  set by a memory budget, so S x N predictions never exist at once unless they fit.
+  matrix products (one GEMM for the first layer, `torch.baddbmm` after) in cache-sized tiles,
+  yielding blocks whose size is set by a memory budget, so S x N predictions never exist at once
+  unless they fit.
 - `make_predict` builds the Numerai `predict` closure from K stored samples as numpy arrays: it
   needs neither Pyro nor torch to load or run.
 
@@ -51,6 +52,10 @@ TARGET_MODELS: dict[str, tuple[str, ...]] = {
 FLOAT_BYTES = 4
 DEFAULT_BUDGET_BYTES = 512 * 2**20
 PREDICT_BUDGET_BYTES = 256 * 2**20
+# One tile's activations: small enough to stay in this class of CPU's L2/L3 cache.
+TILE_BYTES = 8 * 2**20
+# A yielded block of float32 predictions plus the float64 copy and square its consumers make.
+BLOCK_BYTES_PER_CELL = FLOAT_BYTES + 2 * 8
 
 
 # ----------------------------------------------------------------------------------------------
@@ -408,9 +413,13 @@ class PosteriorSamples:
     def widths(self) -> list[int]:
         return [int(self.weights[0].shape[1])] + [int(w.shape[2]) for w in self.weights]
 
+    def slice(self, start: int, stop: int) -> "PosteriorSamples":
+        """Samples start..stop-1 (views)."""
+        return PosteriorSamples([w[start:stop] for w in self.weights], [b[start:stop] for b in self.biases])
+
     def head(self, k: int) -> "PosteriorSamples":
         """The first `k` samples."""
-        return PosteriorSamples([w[:k] for w in self.weights], [b[:k] for b in self.biases])
+        return self.slice(0, k)
 
     def numpy(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Contiguous float32 numpy copies (what the predict closure stores)."""
@@ -452,7 +461,7 @@ def collapse_draws(draws: dict[str, torch.Tensor], spec: BNNSpec, *, y_offset: f
     return PosteriorSamples([w.detach().contiguous() for w in weights], [b.detach().contiguous() for b in biases])
 
 
-def batched_forward(x: torch.Tensor, samples: PosteriorSamples) -> torch.Tensor:
+def _forward_tile(x: torch.Tensor, samples: PosteriorSamples) -> torch.Tensor:
     """Predictions (n, S) of every weight set on rows `x` (n, F): the first layer is one GEMM
     against all S weight matrices side by side, the next ones batched (`baddbmm`)."""
     w0, b0 = samples.weights[0], samples.biases[0]
@@ -470,20 +479,43 @@ def batched_forward(x: torch.Tensor, samples: PosteriorSamples) -> torch.Tensor:
     return h.squeeze(-1).T
 
 
-def bytes_per_cell(widths: Sequence[int]) -> int:
-    """Peak bytes one (row, sample) pair costs in `batched_forward`: two consecutive
-    activations alive at once, plus the output."""
-    hidden = list(widths[1:])
-    pair = max(a + b for a, b in zip(hidden[:-1], hidden[1:])) if len(hidden) > 1 else hidden[0]
-    return FLOAT_BYTES * (pair + 2)
+def activation_bytes_per_cell(widths: Sequence[int]) -> int:
+    """Bytes one (row, sample) pair costs inside `_forward_tile`: the hidden activations."""
+    return FLOAT_BYTES * (sum(widths[1:]) + 1)
 
 
-def plan_chunks(n_rows: int, n_samples: int, widths: Sequence[int], budget_bytes: int) -> tuple[int, int]:
-    """(rows per block, samples per block) so one block stays within `budget_bytes`; all
-    samples at once when that leaves at least 1024 rows (or all rows) per block."""
+def tile_shape(n_rows: int, n_samples: int, widths: Sequence[int], tile_bytes: int = TILE_BYTES) -> tuple[int, int]:
+    """(rows, samples) of one tile whose activations fit in `tile_bytes`: at most 1024 rows,
+    as many samples as then fit."""
+    cells = max(1, tile_bytes // activation_bytes_per_cell(widths))
+    rows = max(1, min(n_rows, 1024, cells))
+    return rows, max(1, min(n_samples, cells // rows))
+
+
+def batched_forward(x: torch.Tensor, samples: PosteriorSamples, *, tile_bytes: int = TILE_BYTES) -> torch.Tensor:
+    """Predictions (n, S) of every weight set on rows `x` (n, F), computed tile by tile so
+    the activations of a tile stay in the CPU cache: one huge batched product streams them
+    through memory and runs at a third of the matmul peak, cache-sized tiles at most of it
+    (benchmarks/README.md)."""
+    n, s = x.shape[0], samples.n_samples
+    rows, k = tile_shape(n, s, samples.widths, tile_bytes)
+    if rows >= n and k >= s:
+        return _forward_tile(x, samples)
+    out = torch.empty(n, s, dtype=x.dtype)
+    for s0 in range(0, s, k):
+        part = samples.slice(s0, s0 + k)
+        for a in range(0, n, rows):
+            out[a : a + rows, s0 : s0 + k] = _forward_tile(x[a : a + rows], part)
+    return out
+
+
+def plan_chunks(n_rows: int, n_samples: int, budget_bytes: int) -> tuple[int, int]:
+    """(rows per block, samples per block) so one block of predictions, with the float64
+    copies its consumers make, stays within `budget_bytes`; all samples at once when that
+    leaves at least 1024 rows (or all rows) per block."""
     if budget_bytes <= 0:
         raise ValueError(f"memory budget must be positive, got {budget_bytes} bytes")
-    cells = max(1, budget_bytes // bytes_per_cell(widths))
+    cells = max(1, budget_bytes // BLOCK_BYTES_PER_CELL)
     min_rows = max(1, min(n_rows, 1024))
     sample_chunk = max(1, min(n_samples, cells // min_rows))
     row_chunk = max(1, min(n_rows, cells // sample_chunk))
@@ -516,21 +548,18 @@ def iter_predictive(
     within the memory budget. With `group_starts` a block never splits a group (an era)."""
     xt = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32)) if isinstance(x, np.ndarray) else x
     n, s = xt.shape[0], samples.n_samples
-    row_chunk, sample_chunk = plan_chunks(n, s, samples.widths, budget_bytes)
+    row_chunk, sample_chunk = plan_chunks(n, s, budget_bytes)
     if group_starts is not None:
         # whole groups per block: shrink the sample chunk if the largest block is wider
         blocks = _row_blocks(n, row_chunk, group_starts)
         widest = max(b - a for a, b in blocks)
-        cells = max(1, budget_bytes // bytes_per_cell(samples.widths))
+        cells = max(1, budget_bytes // BLOCK_BYTES_PER_CELL)
         sample_chunk = max(1, min(sample_chunk, cells // widest))
     else:
         blocks = _row_blocks(n, row_chunk, None)
     with torch.no_grad():
         for s0 in range(0, s, sample_chunk):
-            part = PosteriorSamples(
-                [w[s0 : s0 + sample_chunk] for w in samples.weights],
-                [b[s0 : s0 + sample_chunk] for b in samples.biases],
-            )
+            part = samples.slice(s0, s0 + sample_chunk)
             for a, b in blocks:
                 yield slice(a, b), slice(s0, min(s0 + sample_chunk, s)), batched_forward(xt[a:b], part)
 
