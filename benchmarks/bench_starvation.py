@@ -2,7 +2,8 @@
 
 Same data (fits in memory), same MLP (the seed's 128-64-64), same batch size, same epochs. The
 in-memory run is `model.fit(x, y, batch_size=4096, shuffle=True)` on float32 arrays already
-scaled; the streamed run is `model.fit(keras_dataset(BatchStream(cache)))`. The first epoch of
+scaled; the streamed run is `model.fit(keras_dataset(BatchStream(cache)), shuffle=False)` (the
+stream shuffles). The first epoch of
 each (tracing) is left out; the figure is the median of the remaining epochs. The two alternate
 epoch by epoch (one-epoch fits of two models) so that load changes on a shared machine hit both
 alike. Target: streamed / in-memory <= 1.15.
@@ -100,14 +101,16 @@ def main() -> None:
             for _ in range(args.epochs):
                 mem += epoch_seconds(lambda cb: mem_model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=True,
                                                               callbacks=cb, verbose=0))
-                streamed += epoch_seconds(lambda cb: stream_model.fit(dataset, epochs=1, callbacks=cb, verbose=0))
+                streamed += epoch_seconds(lambda cb: stream_model.fit(dataset, epochs=1, shuffle=False, callbacks=cb,
+                                                                      verbose=0))
         finally:
             dataset.close()
         rows = cache.n_rows
     finally:
         shutil.rmtree(work, ignore_errors=True)
     m, s = float(np.median(mem[1:])), float(np.median(streamed[1:]))
-    print(f"data         : {rows:,} rows x {len(features)} features, batch {BATCH}, MLP {config.hidden}, {args.threads} loader threads")
+    print(f"data         : {rows:,} rows x {len(features)} features, batch {BATCH}, MLP {config.hidden}, "
+          f"{args.threads} loader threads, load average {os.getloadavg()[0]:.2f}")
     print(f"in-memory    : {m:7.2f} s/epoch  ({rows / m:,.0f} rows/s)  epochs {[round(t, 2) for t in mem]}")
     print(f"streamed     : {s:7.2f} s/epoch  ({rows / s:,.0f} rows/s)  epochs {[round(t, 2) for t in streamed]}")
     paired = float(np.median([b / a for a, b in zip(mem[1:], streamed[1:])]))

@@ -15,6 +15,7 @@ import pytest
 
 from mlflow_numerai.data.cache import build_cache
 from mlflow_numerai.data.io import feature_columns, read_split
+from mlflow_numerai.data.stream import BatchStream
 from mlflow_numerai.families.keras_stream import (
     KerasStreamConfig,
     build_mlp,
@@ -37,8 +38,27 @@ def trained(synthetic_dir, tmp_path_factory):
     train = build_cache(synthetic_dir / "train.parquet", tmp / "train", features, TARGETS, progress=False)
     validation = build_cache(synthetic_dir / "validation.parquet", tmp / "val", features, TARGETS, progress=False)
     logged = []
-    result = train_keras_stream(train, validation, CONFIG, on_epoch_end=lambda e, m: logged.append((e, m)))
+    with pytest.MonkeyPatch.context() as mp:  # record how the training stream is read
+        reads = []
+        epoch = BatchStream.epoch
+
+        def recording_epoch(self, e=0, start=0):
+            if self.shuffle:
+                reads.append((e, start))
+            return epoch(self, e, start)
+
+        mp.setattr(BatchStream, "epoch", recording_epoch)
+        result = train_keras_stream(train, validation, CONFIG, on_epoch_end=lambda e, m: logged.append((e, m)))
+    result.training_reads = reads
     return result, logged, validation
+
+
+def test_each_epoch_streams_in_one_pass(trained):
+    """Keras reads the batches in order: one prefetching pass per epoch, fit epoch i = stream
+    epoch i (plus Keras' first look at two batches for their shapes). Keras' default
+    shuffle=True asked for them in a random order: a new pass (threads, buffers) per batch."""
+    result, _, _ = trained
+    assert result.training_reads == [(0, 0), (0, 0), (1, 0)]
 
 
 def test_training_reports_every_epoch(trained):

@@ -213,6 +213,25 @@ def test_keras_adapter(coded):
     assert no_stream_threads()
 
 
+def test_keras_fit_reads_each_epoch_in_one_pass(coded, monkeypatch):
+    import keras
+
+    reads = []
+    epoch = BatchStream.epoch
+    monkeypatch.setattr(BatchStream, "epoch", lambda self, e=0, start=0: reads.append((e, start)) or epoch(self, e, start))
+    stream = BatchStream(coded, 200, window=400, seed=9)
+    model = keras.Sequential([keras.Input((N_DIGITS,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    ds = keras_dataset(stream)
+    model.fit(ds, epochs=3, shuffle=False, verbose=0)
+    # Keras first reads batches 0 and 1 for their shapes; that look does not use up an epoch
+    assert reads == [(0, 0), (0, 0), (1, 0), (2, 0)]
+    with pytest.warns(RuntimeWarning, match="shuffle=False"):
+        model.fit(ds, epochs=1, shuffle=True, verbose=0)  # batches asked for in a random order
+    ds.close()
+    assert no_stream_threads()
+
+
 def test_torch_adapter(coded):
     import torch
 

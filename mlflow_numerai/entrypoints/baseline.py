@@ -18,8 +18,9 @@ DATA_VERSION_ENV = "MLFLOW_NUMERAI_DATA_VERSION"
 FEATURE_SET_ENV = "MLFLOW_NUMERAI_FEATURE_SET"
 
 
-def resolve_data_options(data_dir: str, feature_set: str, target: str):
-    """(data dir, feature names, data version) with bad options reported as click.BadParameter."""
+def resolve_data_and_features(data_dir: str, feature_set: str):
+    """(data dir, feature names, known targets, data version) with a bad data dir or feature
+    set reported as click.BadParameter."""
     from mlflow_numerai.data import io as data_io
 
     try:
@@ -31,9 +32,15 @@ def resolve_data_options(data_dir: str, feature_set: str, target: str):
     except data_io.DataError as exc:
         raise click.BadParameter(str(exc), param_hint="'--feature-set'") from exc
     targets = data_io.load_feature_metadata(path).get("targets") or ["target"]
+    return path, features, targets, data_io.data_version(path)
+
+
+def resolve_data_options(data_dir: str, feature_set: str, target: str):
+    """(data dir, feature names, data version) with bad options reported as click.BadParameter."""
+    path, features, targets, version = resolve_data_and_features(data_dir, feature_set)
     if target not in targets and target != "target":
         raise click.BadParameter(f"unknown target {target!r}; choose one of {targets}", param_hint="'--target'")
-    return path, features, data_io.data_version(path)
+    return path, features, version
 
 
 def log_new_params(params: dict) -> None:

@@ -118,21 +118,14 @@ def keras_stream(data_dir: str, feature_set: str, targets: str, hidden: str, dro
         FEATURE_SET_ENV,
         evaluate_numerai,
         numerai_evaluator_config,
+        resolve_data_and_features,
     )
     from mlflow_numerai.tracking import ensure_tracking_uri
 
     ensure_tracking_uri(tracking_uri)
     hidden_sizes = parse_hidden(hidden)
-    try:
-        path = data_io.resolve_data_dir(data_dir)
-    except data_io.DataError as exc:
-        raise click.BadParameter(str(exc), param_hint="'--data-dir'") from exc
-    try:
-        features = data_io.feature_columns(path, feature_set)
-    except data_io.DataError as exc:
-        raise click.BadParameter(str(exc), param_hint="'--feature-set'") from exc
-    target_list = parse_targets(targets, data_io.load_feature_metadata(path).get("targets") or ["target"])
-    version = data_io.data_version(path)
+    path, features, known_targets, version = resolve_data_and_features(data_dir, feature_set)
+    target_list = parse_targets(targets, known_targets)
     os.environ[DATA_VERSION_ENV] = version
     os.environ[FEATURE_SET_ENV] = feature_set
     register_as = None if registered_model_name.strip().lower() in ("", "none") else registered_model_name

@@ -249,7 +249,8 @@ def train_keras_stream(
 
     dataset = keras_dataset(train_stream)
     try:
-        model.fit(dataset, epochs=config.epochs, callbacks=[EpochScores()], verbose=verbose)
+        # shuffle=False: the stream shuffles; Keras' shuffling would read batches out of order
+        model.fit(dataset, epochs=config.epochs, shuffle=False, callbacks=[EpochScores()], verbose=verbose)
     finally:
         dataset.close()
     if best["weights"] is None:  # every epoch scored NaN (constant predictions): keep the last
