@@ -72,8 +72,8 @@ def pyro_predictive_loop(n_features: int, hidden: tuple[int, ...], x: torch.Tens
     from pyro.infer import Predictive
 
     spec = bnn.BNNSpec(n_features, hidden, "normal")
-    fit = bnn.fit_svi(np.zeros((8, n_features), np.float32), np.zeros((8, 1), np.float32), spec, epochs=1,
-                      batch_size=8, progress=False)
+    fit = bnn.fit_svi(bnn.array_batches(np.zeros((8, n_features), np.float32), np.zeros((8, 1), np.float32)), spec,
+                      epochs=1, progress=False)
     model = lambda x: bnn.bnn_model(x, spec=spec)  # noqa: E731
     pyro.set_rng_seed(0)
     predictive = Predictive(model, guide=fit.guide, num_samples=n_samples, parallel=False, return_sites=("_RETURN",))
@@ -192,11 +192,12 @@ def main() -> None:
         rng = np.random.default_rng(0)
         xs = (rng.integers(0, 5, (args.svi_rows, args.features)) / 4 - 0.5).astype(np.float32)
         ys = (0.5 + 0.1 * xs[:, 0] + 0.2 * rng.standard_normal(args.svi_rows)).astype(np.float32)
+        batches = bnn.array_batches(xs, ys, batch_size=4096)
         print(f"\n| training, {args.svi_rows} rows, net {widths}, batch 4096, 2 epochs | rows/s |\n| --- | --- |")
         for prior in bnn.PRIORS:
-            fit = bnn.fit_svi(xs, ys, bnn.BNNSpec(args.features, hidden, prior), epochs=2, progress=False)
+            fit = bnn.fit_svi(batches, bnn.BNNSpec(args.features, hidden, prior), epochs=2, progress=False)
             print(f"| SVI (Trace_ELBO, AutoNormal), prior {prior} | {fit.rows_per_sec:,.0f} |")
-        base = bnn.fit_baseline(xs, ys, hidden, epochs=2, progress=False)
+        base = bnn.fit_baseline(batches, hidden, epochs=2, progress=False)
         print(f"| deterministic baseline (MSE, Adam) | {base.rows_per_sec:,.0f} |")
 
 

@@ -18,7 +18,8 @@ from mlflow_numerai.families import bayes_nn as bnn
 from mlflow_numerai.families.bnn_study import js_divergence_matrix, study_posterior
 
 # Small and fast, but enough steps that every prior learns the planted signal.
-FAST = dict(epochs=6, batch_size=1024, lr=2e-2, seed=0, progress=False)
+FAST = dict(epochs=6, lr=2e-2, seed=0, progress=False)
+BATCH = 1024
 HIDDEN = (16,)
 S = 50
 
@@ -44,6 +45,8 @@ def data(synthetic_dir):
         "x": bnn.feature_matrix(train, features),
         "y": train[["target"]].to_numpy(),
         "xv": bnn.feature_matrix(valid, features),
+        "batches": bnn.array_batches(bnn.feature_matrix(train, features), train[["target"]].to_numpy(),
+                                     batch_size=BATCH, seed=0),
     }
 
 
@@ -53,7 +56,7 @@ def posteriors(data):
     out = {}
     for prior in bnn.PRIORS:
         spec = bnn.BNNSpec(len(data["features"]), HIDDEN, prior)
-        fit = bnn.fit_svi(data["x"], data["y"], spec, **FAST)
+        fit = bnn.fit_svi(data["batches"], spec, **FAST)
         samples = bnn.sample_posterior(fit, S, seed=1)
         study = study_posterior(samples, data["xv"], data["valid"]["target"], data["valid"]["era"])
         out[prior] = (fit, samples, study)
@@ -179,7 +182,7 @@ def test_target_models_fold_into_the_scored_mean(data, target_model):
     train, _ = bnn.drop_nan_targets(data["train"], bnn.TARGET_MODELS[target_model])
     spec = bnn.BNNSpec(len(data["features"]), (8,), "normal", target_model)
     y = train[list(spec.targets)].to_numpy()
-    fit = bnn.fit_svi(bnn.feature_matrix(train, data["features"]), y, spec, epochs=1, batch_size=4096, seed=0,
+    fit = bnn.fit_svi(bnn.array_batches(bnn.feature_matrix(train, data["features"]), y), spec, epochs=1, seed=0,
                       progress=False)
     pyro.set_rng_seed(3)
     draw = {k: v.detach() for k, v in fit.guide().items()}
@@ -206,7 +209,7 @@ def test_bad_parameters_name_the_choices():
         bnn.parse_hidden("8-x")
     assert bnn.parse_hidden("none") == () and bnn.parse_hidden("128-64") == (128, 64)
     with pytest.raises(ValueError, match="NaN"):
-        bnn.fit_svi(np.zeros((4, 2), np.float32), np.array([0.5, np.nan, 0.5, 0.5]), bnn.BNNSpec(2, ()), epochs=1)
+        bnn.array_batches(np.zeros((4, 2), np.float32), np.array([0.5, np.nan, 0.5, 0.5]))
 
 
 def test_nan_target_rows_are_dropped_and_counted(data):
@@ -219,8 +222,30 @@ def test_nan_target_rows_are_dropped_and_counted(data):
         bnn.drop_nan_targets(train, ["target", "target_missing"])
 
 
+def test_training_from_the_era_stream(data, synthetic_dir, tmp_path):
+    """The entry points train from the int8 era cache's stream (bounded memory): the same
+    rows and target statistics as in memory, and the net learns."""
+    from mlflow_numerai.data.cache import build_cache
+    from mlflow_numerai.data.stream import BatchStream
+
+    cache = build_cache(synthetic_dir / "train.parquet", tmp_path / "cache", data["features"], ["target"],
+                        progress=False)
+    batches = bnn.stream_batches(BatchStream(cache, BATCH, seed=0))
+    arrays = data["batches"]
+    assert (batches.n_rows, batches.n_features) == (arrays.n_rows, arrays.n_features)
+    np.testing.assert_allclose(batches.y_mean, arrays.y_mean, rtol=1e-5)
+    np.testing.assert_allclose(batches.y_std, arrays.y_std, rtol=1e-4)
+    x, _ = next(iter(batches.epoch(0)))
+    assert x.min() >= -0.5 and x.max() <= 0.5  # the same scale as feature_matrix
+    fit = bnn.fit_svi(batches, bnn.BNNSpec(len(data["features"]), HIDDEN, "normal"), **FAST)
+    assert fit.losses[-1] < fit.losses[0]
+    study = study_posterior(bnn.sample_posterior(fit, S, seed=1), data["xv"], data["valid"]["target"],
+                            data["valid"]["era"])
+    assert study.metrics["ensemble_corr_mean"] > 0
+
+
 def test_baseline_is_the_same_net_trained_by_mse(data):
-    fit = bnn.fit_baseline(data["x"], data["y"], HIDDEN, **FAST)
+    fit = bnn.fit_baseline(data["batches"], HIDDEN, **FAST)
     assert fit.samples.n_samples == 1 and fit.samples.widths == [len(data["features"]), 16, 1]
     assert fit.losses[-1] < fit.losses[0]
     study = study_posterior(fit.samples, data["xv"], data["valid"]["target"], data["valid"]["era"])

@@ -431,3 +431,15 @@ def build_cache(
             raise
         logger.info("built cache %s: %d rows in %.1f s", out, manifest["n_rows"], manifest["build_seconds"])
         return open_cache(out, verify=False)
+
+
+def cache_dirs(data_dir: Path, features: list[str], targets: list[str], root: str | os.PathLike | None = None
+               ) -> tuple[Path, Path]:
+    """Cache directories of train and validation for one data dir and these columns, under
+    `root` (default `<MLFLOW_NUMERAI_CACHE>/era_cache`); every family asking for the same
+    columns shares them."""
+    from mlflow_numerai.data.io import cache_root
+
+    base = Path(root).expanduser() if root else cache_root() / "era_cache"
+    key = hashlib.sha256(repr((str(data_dir), list(features), list(targets))).encode()).hexdigest()[:16]
+    return base / key / "train", base / key / "validation"

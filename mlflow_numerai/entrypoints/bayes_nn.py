@@ -1,6 +1,10 @@
 """`mlflow-numerai train bayes-nn` and `train bnn-study` (MLproject entry points `bayes_nn`,
 `bnn_study`): the Pyro Bayesian NN of seed 002 and its posterior study.
 
+Training reads minibatches from the int8 era cache of train through the prefetching stream
+(`data/stream.py`, the cache shared with keras_stream), so the training set never has to fit in
+memory; validation is read into memory for the posterior study.
+
 `bayes_nn` trains one prior / architecture / target model by SVI, draws S posterior samples,
 scores the ensemble against its members and the uncertainty as a burn-era detector (metrics and
 artifacts under `bnn/` as they are made), logs the K-sample predict closure with
@@ -28,10 +32,10 @@ TARGET_MODEL_CHOICES = ("single", "h1", "h2", "h3", "h4")  # = families.bayes_nn
 
 @dataclass
 class Prepared:
-    """Training and validation arrays of one target model, after dropping NaN target rows."""
+    """Training minibatches (streamed from the era cache) and validation arrays of one target
+    model, rows with a NaN target left out."""
 
-    x_train: object
-    y_train: object
+    train: object  # bayes_nn.TrainingBatches
     x_valid: object
     target_valid: object
     eras_valid: object
@@ -39,20 +43,25 @@ class Prepared:
     dropped_valid: int
 
 
-def load_data(path: Path, features: list[str], targets: tuple[str, ...]) -> Prepared:
-    """Train features/targets and validation features/target/eras, NaN target rows dropped."""
+def load_data(path: Path, features: list[str], targets: tuple[str, ...], *, batch_size: int, seed: int,
+              cache_dir: str | None = None) -> Prepared:
+    """Training batches streamed from the int8 era cache of train (built once, shared with
+    keras_stream; rows with a NaN target left out and counted by the cache), and validation
+    features/target/eras in memory (the posterior study scores every row against S samples)."""
     from mlflow_numerai.data import io as data_io
+    from mlflow_numerai.data.cache import build_cache, cache_dirs
+    from mlflow_numerai.data.stream import BatchStream
     from mlflow_numerai.families import bayes_nn as bnn
 
-    train = data_io.read_split(path, "train", columns=[*features, *targets])
-    train, dropped_train = bnn.drop_nan_targets(train, targets)
+    train_dir, _ = cache_dirs(path, features, list(targets), root=cache_dir)
+    cache = build_cache(data_io.split_path(path, "train"), train_dir, features, list(targets))
+    dropped_train = int(cache.manifest.get("rows_dropped_nan_target", 0))
     valid = data_io.read_split(path, "validation", columns=[*features, "target"])
     valid, dropped_valid = bnn.drop_nan_targets(valid, ["target"])
-    if len(train) == 0 or len(valid) == 0:
+    if cache.n_rows == 0 or len(valid) == 0:
         raise click.ClickException(f"no rows left after dropping NaN targets {list(targets)}")
     return Prepared(
-        x_train=bnn.feature_matrix(train, features),
-        y_train=train[list(targets)].to_numpy(dtype="float32"),
+        train=bnn.stream_batches(BatchStream(cache, batch_size, seed=seed, threads=1)),
         x_valid=bnn.feature_matrix(valid, features),
         target_valid=valid["target"].astype("float64"),
         eras_valid=valid["era"],
@@ -212,7 +221,7 @@ def echo_study(label: str, metrics: dict) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def train_and_study(data: Prepared, spec, *, epochs, batch_size, lr, n_samples, budget_bytes, seed, label):
+def train_and_study(data: Prepared, spec, *, epochs, lr, n_samples, budget_bytes, seed, label):
     """SVI fit (per-epoch metrics logged), S posterior samples, posterior study (logged)."""
     import mlflow
 
@@ -222,8 +231,7 @@ def train_and_study(data: Prepared, spec, *, epochs, batch_size, lr, n_samples, 
     def on_epoch(epoch: int, metrics: dict) -> None:
         mlflow.log_metrics({"elbo_loss": metrics["elbo_loss"], "svi_rows_per_sec": metrics["rows_per_sec"]}, step=epoch)
 
-    fit = bnn.fit_svi(data.x_train, data.y_train, spec, epochs=epochs, batch_size=batch_size, lr=lr,
-                      seed=seed, on_epoch=on_epoch)
+    fit = bnn.fit_svi(data.train, spec, epochs=epochs, lr=lr, seed=seed, on_epoch=on_epoch)
     mlflow.log_metrics({"train_seconds": fit.seconds, "svi_rows_per_sec_mean": fit.rows_per_sec})
     started = time.perf_counter()
     samples = bnn.sample_posterior(fit, n_samples, seed=seed)
@@ -274,16 +282,16 @@ def _setup(data_dir, feature_set, tracking_uri, threads):
     return path, features, version
 
 
-def _load(path, features, target_model):
+def _load(path, features, target_model, *, batch_size, seed):
     from mlflow_numerai.data import io as data_io
     from mlflow_numerai.families import bayes_nn as bnn
 
     targets = bnn.TARGET_MODELS[target_model]
     try:
-        data = load_data(path, features, targets)
+        data = load_data(path, features, targets, batch_size=batch_size, seed=seed)
     except (data_io.DataError, KeyError) as exc:
         raise click.ClickException(f"target model {target_model!r} needs targets {list(targets)}: {exc}") from exc
-    click.echo(f"bnn: {len(data.x_train)} train rows, {len(data.x_valid)} validation rows, {len(features)} features; "
+    click.echo(f"bnn: {data.train.n_rows} train rows, {len(data.x_valid)} validation rows, {len(features)} features; "
                f"dropped {data.dropped_train} train / {data.dropped_valid} validation rows with NaN targets")
     return data
 
@@ -291,7 +299,7 @@ def _load(path, features, target_model):
 def _log_data_metrics(data: Prepared) -> None:
     import mlflow
 
-    mlflow.log_metrics({"train_rows": float(len(data.x_train)), "validation_rows": float(len(data.x_valid)),
+    mlflow.log_metrics({"train_rows": float(data.train.n_rows), "validation_rows": float(len(data.x_valid)),
                         "train_rows_dropped_nan": float(data.dropped_train),
                         "validation_rows_dropped_nan": float(data.dropped_valid)})
 
@@ -332,9 +340,9 @@ def bayes_nn(data_dir, feature_set, target_model, epochs, batch_size, lr, n_samp
                            "batch_size": batch_size, "lr": lr, "n_samples": n_samples,
                            "k_model_samples": k_model_samples, "memory_budget_mb": memory_budget_mb,
                            "seed": seed, "guide": "AutoNormal", "elbo": "Trace_ELBO"})
-        data = _load(path, features, target_model)
+        data = _load(path, features, target_model, batch_size=batch_size, seed=seed)
         _log_data_metrics(data)
-        samples, study = train_and_study(data, spec, epochs=epochs, batch_size=batch_size, lr=lr,
+        samples, study = train_and_study(data, spec, epochs=epochs, lr=lr,
                                          n_samples=n_samples, budget_bytes=int(memory_budget_mb * 2**20),
                                          seed=seed, label=label)
         predict = bnn.make_predict(features, samples, k=k_model_samples)
@@ -405,7 +413,7 @@ def bnn_study(data_dir, feature_set, target_model, epochs, batch_size, lr, n_sam
                            "target_model": target_model, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                            "baseline_lr": baseline_lr, "n_samples": n_samples, "seed": seed,
                            "with_baseline": with_baseline})
-        data = _load(path, features, target_model)
+        data = _load(path, features, target_model, batch_size=batch_size, seed=seed)
         _log_data_metrics(data)
         for sizes in archs:
             arch = "-".join(map(str, sizes)) or "none"
@@ -417,8 +425,7 @@ def bnn_study(data_dir, feature_set, target_model, epochs, batch_size, lr, n_sam
                     mlflow.log_params({"model": "baseline", "hidden": arch, "lr": baseline_lr, "epochs": epochs,
                                        "batch_size": batch_size, "seed": seed})
                     fit = bnn.fit_baseline(
-                        data.x_train, data.y_train[:, :1], sizes, epochs=epochs, batch_size=batch_size,
-                        lr=baseline_lr, seed=seed,
+                        data.train, sizes, epochs=epochs, lr=baseline_lr, seed=seed,
                         on_epoch=lambda e, m: mlflow.log_metrics({"mse": m["mse"]}, step=e))
                     study = study_posterior(fit.samples, data.x_valid, data.target_valid, data.eras_valid,
                                             budget_bytes=budget)
@@ -437,7 +444,7 @@ def bnn_study(data_dir, feature_set, target_model, epochs, batch_size, lr, n_sam
                     mlflow.log_params({"model": "bayes_nn", "prior": prior, "hidden": arch,
                                        "target_model": target_model, "epochs": epochs, "batch_size": batch_size,
                                        "lr": lr, "n_samples": n_samples, "seed": seed})
-                    _, study = train_and_study(data, spec, epochs=epochs, batch_size=batch_size, lr=lr,
+                    _, study = train_and_study(data, spec, epochs=epochs, lr=lr,
                                                n_samples=n_samples, budget_bytes=budget, seed=seed, label=label)
                 members[label] = study.members
                 summary.append({"model": label, "prior": prior, "hidden": arch, **study.metrics})

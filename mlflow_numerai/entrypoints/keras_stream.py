@@ -9,9 +9,7 @@ and registers it.
 
 from __future__ import annotations
 
-import hashlib
 import os
-from pathlib import Path
 
 import click
 
@@ -42,15 +40,6 @@ def parse_targets(value: str, known: list[str]) -> list[str]:
     if len(set(targets)) != len(targets):
         raise click.BadParameter(f"duplicate target in {value!r}", param_hint="'--targets'")
     return targets
-
-
-def cache_dirs(cache_dir: str | None, data_dir: Path, features: list[str], targets: list[str]) -> tuple[Path, Path]:
-    """Cache directories of train and validation for this data dir and these columns."""
-    from mlflow_numerai.data.io import cache_root
-
-    root = Path(cache_dir).expanduser() if cache_dir else cache_root() / "keras_stream"
-    key = hashlib.sha256(repr((str(data_dir), features, targets)).encode()).hexdigest()[:16]
-    return root / key / "train", root / key / "validation"
 
 
 def learning_curve_figure(history):
@@ -98,7 +87,7 @@ def learning_curve_figure(history):
               help="Threads preparing batches (one contends least with training on few cores).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--cache-dir", default=None,
-              help="Where the int8 caches go (default: <MLFLOW_NUMERAI_CACHE>/keras_stream).")
+              help="Where the int8 caches go (default: <MLFLOW_NUMERAI_CACHE>/era_cache).")
 @click.option("--registered-model-name", default=DEFAULT_REGISTERED_NAME, show_default=True,
               help='Registry name for the model; "" or "none" to skip registration.')
 @click.option("--tracking-uri", default=None,
@@ -112,7 +101,7 @@ def keras_stream(data_dir: str, feature_set: str, targets: str, hidden: str, dro
     import mlflow
 
     from mlflow_numerai.data import io as data_io
-    from mlflow_numerai.data.cache import build_cache
+    from mlflow_numerai.data.cache import build_cache, cache_dirs
     from mlflow_numerai.entrypoints.baseline import (
         DATA_VERSION_ENV,
         FEATURE_SET_ENV,
@@ -136,7 +125,7 @@ def keras_stream(data_dir: str, feature_set: str, targets: str, hidden: str, dro
     config = KerasStreamConfig(hidden=hidden_sizes, dropout=dropout, noise=noise, epochs=epochs,
                                batch_size=batch_size, learning_rate=learning_rate, window=shuffle_window,
                                prefetch=prefetch, threads=loader_threads, seed=seed)
-    train_dir, val_dir = cache_dirs(cache_dir, path, features, target_list)
+    train_dir, val_dir = cache_dirs(path, features, target_list, root=cache_dir)
     click.echo(f"keras_stream: caching train and validation ({len(features)} features) under {train_dir.parent}")
     train_cache = build_cache(data_io.split_path(path, "train"), train_dir, features, target_list)
     val_cache = build_cache(data_io.split_path(path, "validation"), val_dir, features, target_list)

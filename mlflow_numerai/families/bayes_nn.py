@@ -257,23 +257,70 @@ class SVIFit:
     seconds: float = float("nan")
 
 
-def _centred_targets(y: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-    y = np.asarray(y, dtype=np.float32)
-    if y.ndim == 1:
-        y = y[:, None]
+@dataclass
+class TrainingBatches:
+    """Minibatches for `fit_svi` / `fit_baseline`: `epoch(e)` yields `(x, y)` float32 tensors,
+    x in [-0.5, 0.5] (as `feature_matrix`), y the raw targets (rows x targets, no NaN); with
+    the number of rows and the targets' mean (the nets learn centred targets) and std."""
+
+    n_rows: int
+    n_features: int
+    y_mean: np.ndarray  # per target
+    y_std: np.ndarray  # per target, of the centred targets
+    y_std_pooled: float  # all centred targets together (H1's one sigma)
+    epoch: Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]] = field(repr=False)
+
+
+def _target_stats(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """(mean, std, pooled std) of the targets (rows x targets), which must be NaN-free."""
     if np.isnan(y).any():
         raise ValueError("targets contain NaN: drop those rows first (drop_nan_targets)")
-    offset = y.mean(axis=0)
-    return torch.from_numpy(y - offset), offset
+    mean = y.mean(axis=0, dtype=np.float64)
+    centred = y - mean
+    return mean.astype(np.float32), centred.std(axis=0).astype(np.float32), float(centred.std())
 
 
-def _check_training_args(x: np.ndarray, y: np.ndarray, epochs: int, batch_size: int, lr: float) -> None:
+def array_batches(x: np.ndarray, y: np.ndarray, *, batch_size: int = 4096, seed: int = 0) -> TrainingBatches:
+    """Shuffled minibatches of in-memory arrays (every row once per epoch, a new order each
+    epoch, repeatable for a seed)."""
+    y = np.asarray(y, dtype=np.float32)
+    y = y[:, None] if y.ndim == 1 else y
     if len(x) != len(y):
         raise ValueError(f"x has {len(x)} rows but y has {len(y)}")
     if len(x) == 0:
         raise ValueError("no training rows")
-    if epochs < 1 or batch_size < 1 or not lr > 0:
-        raise ValueError(f"epochs and batch_size must be >= 1 and lr > 0, got {epochs}, {batch_size}, {lr}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    mean, std, pooled = _target_stats(y)
+    xt = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
+    yt = torch.from_numpy(y)
+
+    def epoch(e: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        gen = torch.Generator().manual_seed(int(seed) * 100_003 + e)
+        for idx in torch.randperm(len(xt), generator=gen).split(batch_size):
+            yield xt[idx], yt[idx]
+
+    return TrainingBatches(len(xt), xt.shape[1], mean, std, pooled, epoch)
+
+
+def stream_batches(stream) -> TrainingBatches:
+    """Minibatches from a `BatchStream` over an era-sharded cache (data/stream.py): shuffled,
+    prefetched, never the whole training set in memory. The cache has already left out rows
+    with a NaN target; its features (0..1) are shifted to [-0.5, 0.5]."""
+    from mlflow_numerai.data.stream import torch_batches
+
+    mean, std, pooled = _target_stats(np.asarray(stream.targets()))
+
+    def epoch(e: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y in torch_batches(stream, e):
+            yield x - 0.5, y
+
+    return TrainingBatches(stream.n_rows, stream.cache.n_features, mean, std, pooled, epoch)
+
+
+def _check_training_args(epochs: int, lr: float) -> None:
+    if epochs < 1 or not lr > 0:
+        raise ValueError(f"epochs must be >= 1 and lr > 0, got {epochs}, {lr}")
 
 
 def _progress(iterable, enabled: bool, desc: str):
@@ -285,44 +332,41 @@ def _progress(iterable, enabled: bool, desc: str):
 
 
 def fit_svi(
-    x: np.ndarray,
-    y: np.ndarray,
+    train: TrainingBatches,
     spec: BNNSpec,
     *,
     epochs: int = 30,
-    batch_size: int = 4096,
     lr: float = 1e-3,
     seed: int = 0,
     init_scale: float = 0.01,
     on_epoch: Callable[[int, dict], None] | None = None,
     progress: bool = True,
 ) -> SVIFit:
-    """Fit the mean-field posterior by SVI (Trace_ELBO, Adam) on shuffled minibatches.
+    """Fit the mean-field posterior by SVI (Trace_ELBO, Adam) on the minibatches of `train`.
 
-    `y` has one column per target of `spec.target_model` (NaN-free). `on_epoch(epoch, metrics)`
+    `train` has one target column per target of `spec.target_model`. `on_epoch(epoch, metrics)`
     is called after each epoch with `elbo_loss` (per row) and `rows_per_sec`."""
     import pyro
     from pyro.infer import SVI, Trace_ELBO
 
-    _check_training_args(x, y, epochs, batch_size, lr)
-    yt, offset = _centred_targets(y)
-    if yt.shape[1] != len(spec.targets):
-        raise ValueError(f"target model {spec.target_model!r} needs {len(spec.targets)} target columns, got {yt.shape[1]}")
-    xt = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
-    n = len(xt)
+    _check_training_args(epochs, lr)
+    if len(train.y_mean) != len(spec.targets):
+        raise ValueError(f"target model {spec.target_model!r} needs {len(spec.targets)} target columns, "
+                         f"got {len(train.y_mean)}")
+    n, offset = train.n_rows, torch.from_numpy(train.y_mean)
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
     model = partial(bnn_model, spec=spec, n_rows=n)
-    sigma = yt.std(dim=0).numpy() if spec.target_model != "h1" else [float(yt.std())]
+    sigma = train.y_std if spec.target_model != "h1" else [train.y_std_pooled]
     guide = bnn_guide(model, spec, seed=seed, sigma=sigma, init_scale=init_scale)
     svi = SVI(model, guide, pyro.optim.Adam({"lr": lr}), Trace_ELBO())
-    fit = SVIFit(spec=spec, guide=guide, y_offset=offset)
+    fit = SVIFit(spec=spec, guide=guide, y_offset=train.y_mean)
     start = time.perf_counter()
     for epoch in _progress(range(epochs), progress, f"SVI {spec.prior}"):
         tick, total, steps = time.perf_counter(), 0.0, 0
-        for idx in torch.randperm(n, generator=gen).split(batch_size):
-            total += svi.step(xt[idx], yt[idx], idx)
+        for x, y in train.epoch(epoch):
+            # the plate scales the minibatch likelihood by n / len(x)
+            total += svi.step(x, y - offset, torch.arange(len(x)))
             steps += 1
         seconds = time.perf_counter() - tick
         fit.losses.append(total / steps / n)
@@ -343,23 +387,19 @@ class BaselineFit:
 
 
 def fit_baseline(
-    x: np.ndarray,
-    y: np.ndarray,
+    train: TrainingBatches,
     hidden: Sequence[int] = DEFAULT_HIDDEN,
     *,
     epochs: int = 30,
-    batch_size: int = 4096,
     lr: float = 1e-2,
     seed: int = 0,
     on_epoch: Callable[[int, dict], None] | None = None,
     progress: bool = True,
 ) -> BaselineFit:
-    """The seed's baseline: the same MLP, MSE loss, He init, Adam, one target."""
-    _check_training_args(x, y, epochs, batch_size, lr)
-    yt, offset = _centred_targets(y)
-    yt = yt[:, :1]
-    xt = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))
-    spec = BNNSpec(n_features=xt.shape[1], hidden=tuple(hidden))
+    """The seed's baseline: the same MLP, MSE loss, He init, Adam, on the first target."""
+    _check_training_args(epochs, lr)
+    offset = float(train.y_mean[0])
+    spec = BNNSpec(n_features=train.n_features, hidden=tuple(hidden))
     torch.manual_seed(seed)
     inits = initial_values(spec, seed=seed, sigma=[1.0])
     layers: list[torch.nn.Module] = []
@@ -371,23 +411,22 @@ def fit_baseline(
         layers += [linear, torch.nn.ReLU()]
     net = torch.nn.Sequential(*layers[:-1])
     optim = torch.optim.Adam(net.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    losses, n, start = [], len(xt), time.perf_counter()
+    losses, n, start = [], train.n_rows, time.perf_counter()
     for epoch in _progress(range(epochs), progress, "baseline"):
         tick, total = time.perf_counter(), 0.0
-        for idx in torch.randperm(n, generator=gen).split(batch_size):
+        for x, y in train.epoch(epoch):
             optim.zero_grad()
-            loss = torch.nn.functional.mse_loss(net(xt[idx]), yt[idx])
+            loss = torch.nn.functional.mse_loss(net(x), y[:, :1] - offset)
             loss.backward()
             optim.step()
-            total += loss.item() * len(idx)
+            total += loss.item() * len(x)
         losses.append(total / n)
         if on_epoch is not None:
             on_epoch(epoch, {"mse": losses[-1], "rows_per_sec": n / (time.perf_counter() - tick)})
     linears = [m for m in net if isinstance(m, torch.nn.Linear)]
     weights = [m.weight.detach().T.contiguous()[None] for m in linears]
     biases = [m.bias.detach().clone()[None] for m in linears]
-    biases[-1] = biases[-1] + float(offset[0])
+    biases[-1] = biases[-1] + offset
     samples = PosteriorSamples(weights=weights, biases=biases)
     return BaselineFit(samples=samples, losses=losses, rows_per_sec=n * epochs / (time.perf_counter() - start))
 
