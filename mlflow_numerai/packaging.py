@@ -363,9 +363,16 @@ def _param_example(predict: Callable) -> dict[str, Any] | None:
 
 
 def _signature_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """A few rows of `frame` without target columns (NaN in live), for the signature/example."""
+    """A few rows of `frame` without target columns (NaN in live), for the signature/example.
+
+    Integer `feature*` columns become float64: an "integer" column in the signature makes MLflow
+    refuse a request whose column holds a NaN (real Numerai features do) or arrives as float,
+    while a "double" column takes int8 bins and NaN alike."""
     keep = [c for c in frame.columns if not str(c).startswith("target")]
-    return frame[keep].head(EXAMPLE_ROWS)
+    head = frame[keep].head(EXAMPLE_ROWS)
+    ints = [c for c in head.columns
+            if str(c).startswith("feature") and pd.api.types.is_integer_dtype(head[c].dtype)]
+    return head.astype(dict.fromkeys(ints, "float64")) if ints else head
 
 
 def _optional_outside(schema, data_dir, feature_set: str):

@@ -223,8 +223,29 @@ def test_pyfunc_equals_raw_pickle_equals_function(store, tmp_path, predict, live
     assert {"cloudpickle", "numpy", "pandas"} <= set(meta["requirements"])
     assert meta["output_contract"]["columns"] == ["prediction"]
     inputs = {c.name: c.type.name for c in info.signature.inputs.inputs}
-    assert inputs["feature_00"] == "integer" and "target" not in inputs
+    assert inputs["feature_00"] == "double" and "target" not in inputs  # takes int8 bins and NaN
     assert [c.name for c in info.signature.outputs.inputs] == ["prediction"]
+
+
+def test_pyfunc_takes_nan_and_float_features(store, live):
+    """Real Numerai features have NaN (a float column once read): a signature inferred from int8
+    bins as "integer" made MLflow refuse such a frame before predict ever saw it."""
+    import mlflow
+
+    def predict(live_features: pd.DataFrame) -> pd.DataFrame:
+        x = np.nan_to_num(live_features[FEATURES].to_numpy(dtype=np.float64, na_value=np.nan), nan=2.0)
+        return pd.Series(x @ np.arange(len(FEATURES)), index=live_features.index).rank(pct=True).to_frame("prediction")
+
+    with mlflow.start_run():
+        info = log_numerai_model(predict, input_example=live)
+    model = mlflow.pyfunc.load_model(info.model_uri)
+    with_nan = live.astype({"feature_03": "float64"})
+    with_nan.iloc[:7, with_nan.columns.get_loc("feature_03")] = np.nan
+    as_two = live.copy()
+    as_two.iloc[:7, as_two.columns.get_loc("feature_03")] = 2
+    pd.testing.assert_frame_equal(model.predict(with_nan), predict(as_two))
+    pd.testing.assert_frame_equal(model.predict(live.astype({"feature_05": "float32"})), predict(live))
+    pd.testing.assert_frame_equal(model.predict(live), predict(live))  # int8 still fine
 
 
 def test_download_refuses_a_model_that_is_not_ours(store, tmp_path):
