@@ -73,6 +73,27 @@ def test_predict_selects_features_by_name_and_learns_the_signal(synthetic_dir, t
         predict(validation.drop(columns=[fit.features[0]]))
 
 
+def test_nan_features_count_as_the_middle_bin(synthetic_dir, trained):
+    """Real Numerai features have NaN: it must neither poison the fit (NaN coefficients) nor
+    give NaN predictions; it counts as bin 2 in both."""
+    _, fit = trained
+    features = fit.features
+    train = read_split(synthetic_dir, "train", columns=[*features, "target"])
+    holes = train.astype(dict.fromkeys(features[:3], "float64"))
+    holes.iloc[::7, [holes.columns.get_loc(f) for f in features[:3]]] = np.nan
+    filled = holes.fillna(dict.fromkeys(features[:3], 2.0))
+    predict_holes, fit_holes = train_baseline(holes, features, alpha=0.01)
+    _, fit_filled = train_baseline(filled, features, alpha=0.01)
+    assert np.isfinite(fit_holes.coef).all()
+    np.testing.assert_allclose(fit_holes.coef, fit_filled.coef)
+    live = read_split(synthetic_dir, "live")
+    live_holes = live.astype({features[0]: "float64"})
+    live_holes.iloc[:20, live_holes.columns.get_loc(features[0])] = np.nan
+    out = predict_holes(live_holes)
+    check_numerai_output(out, live_holes)  # no NaN prediction
+    pd.testing.assert_frame_equal(out, predict_holes(live_holes.fillna({features[0]: 2.0})))
+
+
 # A separate Python in isolated mode where mlflow, mlflow_numerai and pyro cannot be imported.
 CHILD = textwrap.dedent(
     """

@@ -119,6 +119,12 @@ def test_nan_features_are_the_middle_bin(trained, synthetic_dir):
     as_two = live.copy()
     as_two.loc[as_two.index[:10], feature] = 2
     pd.testing.assert_frame_equal(result.predict(with_nan), result.predict(as_two))
+    # all-float features (what MLflow's schema enforcement hands a pyfunc): to_numpy is then a
+    # read-only view under pandas' copy-on-write, which must not be scaled in place
+    as_float = pd.DataFrame(live[result.features].to_numpy(dtype=np.float64), index=live.index,
+                            columns=result.features)
+    pd.testing.assert_frame_equal(result.predict(as_float), result.predict(live))
+    assert as_float.equals(live[result.features].astype("float64"))  # the input is left as it was
 
 
 def test_predict_pickle_needs_no_tensorflow_or_project(trained, synthetic_dir, tmp_path):

@@ -2,7 +2,9 @@
 
 `train_baseline(train, features, target, alpha)` fits the ridge and returns a `predict` closure
 that Numerai can run: it selects its own features by name (column order does not matter), and
-returns the rank of the linear score in (0, 1] as a one-column `prediction` DataFrame.
+returns the rank of the linear score in (0, 1] as a one-column `prediction` DataFrame. A NaN
+feature (real Numerai data has some) counts as the middle bin 2, in training and in predict,
+as in the era cache.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 CHUNK_ROWS = 100_000  # rows per block when accumulating X'X: bounded memory on any data size
+MIDDLE_BIN = 2.0  # what a NaN feature counts as
 
 
 @dataclass(frozen=True)
@@ -71,12 +74,13 @@ def make_predict(fit: RidgeFit) -> Callable[[pd.DataFrame], pd.DataFrame]:
     """A Numerai `predict(live_features)` for `fit`: features by name, ranks in (0, 1]."""
     # Capture plain lists/arrays only: the pickle stays small and needs nothing but numpy/pandas.
     features, coef, intercept = list(fit.features), np.asarray(fit.coef, dtype=np.float64), fit.intercept
+    fill = MIDDLE_BIN
 
     def predict(live_features: pd.DataFrame) -> pd.DataFrame:
         missing = [f for f in features if f not in live_features.columns]
         if missing:
             raise KeyError(f"live_features lacks {len(missing)} model feature(s), e.g. {missing[:5]}")
-        x = live_features[features].to_numpy(dtype=np.float64)
+        x = live_features[features].to_numpy(dtype=np.float64, na_value=fill)
         scores = pd.Series(x @ coef + intercept, index=live_features.index)
         return scores.rank(pct=True).to_frame("prediction")
 
@@ -92,6 +96,8 @@ def train_baseline(
         raise KeyError(f"training data lacks column(s) {missing[:10]}")
     rows = train[target].notna().to_numpy()
     x = train.loc[rows, features].to_numpy()
+    if x.dtype.kind == "f" and np.isnan(x).any():  # int8 columns cannot hold NaN: only floats
+        x = np.where(np.isnan(x), MIDDLE_BIN, x)
     y = train.loc[rows, target].to_numpy(dtype=np.float64)
     fit = fit_ridge(x, y, alpha, features)
     return make_predict(fit), fit

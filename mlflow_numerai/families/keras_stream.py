@@ -127,8 +127,8 @@ def numpy_forward(layers: Layers, x: np.ndarray) -> np.ndarray:
 
 def scaled_features(frame: pd.DataFrame, features: Sequence[str]) -> np.ndarray:
     """Features by name as float32 scaled to 0..1, NaN as the middle bin 2 (as in the cache)."""
-    x = frame[list(features)].to_numpy(dtype=np.float32, na_value=np.nan)
-    np.nan_to_num(x, copy=False, nan=2.0)
+    # copy=True: pandas may hand back a read-only view (copy-on-write), scaled in place below
+    x = frame[list(features)].to_numpy(dtype=np.float32, na_value=2.0, copy=True)
     x *= SCALE
     return x
 
