@@ -604,7 +604,7 @@ class _Features:
     """The feature rows of given ids as float64 blocks, made on demand: a float64 copy of every
     feature for every id (2376 features x millions of rows) would not fit in memory."""
 
-    def __init__(self, features, index: pd.Index):
+    def __init__(self, features, index: pd.Index, nan_fill: float | None = None):
         if not isinstance(features, pd.DataFrame) or features.shape[1] == 0:
             raise ScoringError("features must be a non-empty pandas DataFrame indexed by id")
         _check_unique_index(features, "features")
@@ -617,10 +617,11 @@ class _Features:
         self.frame = features
         self.columns = features.columns
         self.positions = features.index.get_indexer(index)
+        self.nan_fill = np.nan if nan_fill is None else float(nan_fill)
 
     def rows(self, rows: np.ndarray) -> np.ndarray:
         """float64 (rows, features) of the prediction rows ``rows``."""
-        block = self.frame.iloc[self.positions[rows]].to_numpy(dtype=np.float64)
+        block = self.frame.iloc[self.positions[rows]].to_numpy(dtype=np.float64, na_value=self.nan_fill)
         finite = np.isfinite(block)
         if not finite.all():
             cols = self.columns[~finite.all(axis=0)]
@@ -645,14 +646,16 @@ def per_era_feature_neutral_corr(
     max_filtered_ratio: float | None = DEFAULT_MAX_FILTERED_RATIO,
     on_constant: OnConstant = "raise",
     progress: bool = False,
+    nan_fill: float | None = None,
 ) -> pd.DataFrame:
     """Feature-neutral corr of every column in every era (eras x columns): within each era,
-    tie-kept rank + gaussianize, neutralize to the era's features, then numerai corr."""
+    tie-kept rank + gaussianize, neutralize to the era's features, then numerai corr.
+    `nan_fill`: the value a NaN feature counts as (None: a NaN feature is an error)."""
     predictions = _check_predictions(predictions)
     targets = _check_target(targets)
     _check_on_constant(on_constant)
     _check_not_constant(predictions, on_constant)
-    feats = _Features(features, predictions.index)
+    feats = _Features(features, predictions.index, nan_fill)
     layout = _EraLayout(predictions, targets, eras, max_filtered_ratio)
     values = predictions.to_numpy(dtype=np.float64)
     target_pow = power(layout.target, 1.5)
@@ -706,12 +709,15 @@ def _corr_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 _EXPOSURE_BLOCK_VALUES = 2**22  # feature values per block of rows (32 MiB as float64)
 
 
-def feature_exposure(predictions: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
+def feature_exposure(
+    predictions: pd.DataFrame, features: pd.DataFrame, *, nan_fill: float | None = None
+) -> pd.DataFrame:
     """Pearson correlation of each prediction column with each feature over all rows
     (features x prediction columns); NaN for a constant feature. Accumulated over blocks of
-    rows (sums of shifted values), so memory does not grow with the number of rows."""
+    rows (sums of shifted values), so memory does not grow with the number of rows.
+    `nan_fill`: the value a NaN feature counts as (None: a NaN feature is an error)."""
     predictions = _check_predictions(predictions)
-    feats = _Features(features, predictions.index)
+    feats = _Features(features, predictions.index, nan_fill)
     values = predictions.to_numpy()
     n, k, m = len(values), values.shape[1], len(feats.columns)
     step = max(1, min(n, _EXPOSURE_BLOCK_VALUES // m))
@@ -741,12 +747,13 @@ def feature_exposure(predictions: pd.DataFrame, features: pd.DataFrame) -> pd.Da
 
 
 def per_era_max_feature_exposure(
-    predictions: pd.DataFrame, features: pd.DataFrame, eras: pd.Series
+    predictions: pd.DataFrame, features: pd.DataFrame, eras: pd.Series, *, nan_fill: float | None = None
 ) -> pd.DataFrame:
     """Per era, the largest absolute Pearson correlation of each prediction column with any
-    feature (eras x columns); features constant in an era are skipped."""
+    feature (eras x columns); features constant in an era are skipped. `nan_fill`: the value a
+    NaN feature counts as (None: a NaN feature is an error)."""
     predictions = _check_predictions(predictions)
-    feats = _Features(features, predictions.index)
+    feats = _Features(features, predictions.index, nan_fill)
     pred_eras = _check_eras(eras, predictions.index)
     codes, labels = pd.factorize(pred_eras, sort=True)
     values = predictions.to_numpy()
@@ -762,14 +769,19 @@ def per_era_max_feature_exposure(
 
 
 def max_feature_exposure(
-    predictions: pd.DataFrame, features: pd.DataFrame, eras: pd.Series | None = None
+    predictions: pd.DataFrame,
+    features: pd.DataFrame,
+    eras: pd.Series | None = None,
+    *,
+    nan_fill: float | None = None,
 ) -> pd.Series:
     """Max feature exposure of each column: with ``eras``, the mean over eras of the per-era
     maximum (Numerai's diagnostics); without, the maximum over all rows at once."""
     if eras is None:
-        exposure = feature_exposure(predictions, features).abs()
+        exposure = feature_exposure(predictions, features, nan_fill=nan_fill).abs()
         return exposure.max(axis=0, skipna=True).rename("max_feature_exposure")
-    return per_era_max_feature_exposure(predictions, features, eras).mean(axis=0).rename("max_feature_exposure")
+    per_era = per_era_max_feature_exposure(predictions, features, eras, nan_fill=nan_fill)
+    return per_era.mean(axis=0).rename("max_feature_exposure")
 
 
 # --------------------------------------------------------------------------------------------

@@ -177,6 +177,21 @@ def test_feature_neutral_option(tracking, model_uri):
     assert abs(result.metrics["fnc_mean"]) < abs(result.metrics["numerai_corr_mean"])
 
 
+def test_nan_features_count_as_the_middle_bin(tracking, model_uri):
+    """Real Numerai features have NaN: exposure and FNC must not fail on them (they raised a
+    ScoringError), and a NaN scores as bin 2."""
+    frame = make_frame(seed=6)
+    holes = frame.astype({"feature_03": "float64"})
+    holes.iloc[::9, holes.columns.get_loc("feature_03")] = np.nan
+    filled = holes.fillna({"feature_03": 2.0})
+    config = {"feature_neutral": True, "feature_cols": FEATURES[:4]}
+    _, with_nan = _run_evaluate(model_uri, holes, config)
+    _, as_two = _run_evaluate(model_uri, filled, config)
+    for key in ("max_feature_exposure", "fnc_mean", "numerai_corr_mean"):
+        assert np.isfinite(with_nan.metrics[key])
+        assert with_nan.metrics[key] == pytest.approx(as_two.metrics[key], abs=1e-12)
+
+
 @pytest.mark.parametrize(
     ("config", "match"),
     [

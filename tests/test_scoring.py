@@ -458,3 +458,7 @@ def test_feature_exposure_in_blocks_matches_one_pass(monkeypatch):
     holed.iloc[3, 2] = np.nan
     with pytest.raises(ScoringError, match=r"features has NaN or infinite values in columns \['f2'\]"):
         scoring.feature_exposure(preds, holed)
+    # or a NaN counts as a given value
+    filled = holed.fillna({"f2": 2.0})
+    pd.testing.assert_frame_equal(scoring.feature_exposure(preds, holed, nan_fill=2.0),
+                                  scoring.feature_exposure(preds, filled))

@@ -26,7 +26,7 @@ feature); `n_eras`. Artifacts: `numerai_eval/per_era_corr.csv` (index era, one c
   `pd.Series` indexed by id (e.g. a column of `validation_benchmark_models.parquet`);
 * `feature_cols` (a list), or `feature_set` with `data_dir` (read from `features.json`): the
   features for max feature exposure; default every data column starting with "feature_";
-  `[]` turns exposure off;
+  `[]` turns exposure off; a NaN feature counts as the middle bin 2 (as in the models);
 * `feature_neutral` (default False): also score feature-neutral corr (slower: a least-squares
   fit per era);
 * `max_filtered_ratio` (default 0.2, as numerai-tools): the largest share of an era's ids that
@@ -57,6 +57,7 @@ PER_ERA_CORR_FILE = "per_era_corr.csv"
 PER_ERA_MMC_FILE = "per_era_mmc.csv"
 SUMMARY_FILE = "summary.csv"
 PLOT_FILE = "cumulative_corr.png"
+FEATURE_NAN_FILL = 2.0  # a NaN feature counts as the middle bin, as in the models and the cache
 CONFIG_KEYS = ("era_col", "targets", "meta_model", "feature_cols", "feature_set", "data_dir",
                "feature_neutral", "max_filtered_ratio")
 
@@ -235,7 +236,7 @@ def numerai_scores(predictions: pd.Series, frame: pd.DataFrame, cfg: EvalConfig)
             )["prediction"]
         if cfg.feature_neutral:
             fnc[target] = scoring.per_era_feature_neutral_corr(
-                preds, frame[cfg.feature_cols], frame[target], eras, **kw
+                preds, frame[cfg.feature_cols], frame[target], eras, nan_fill=FEATURE_NAN_FILL, **kw
             )["prediction"]
     per_era_corr = pd.DataFrame(corr).rename_axis("era")
     per_era_mmc = pd.DataFrame(mmc).rename_axis("era") if mmc else None
@@ -251,7 +252,7 @@ def numerai_scores(predictions: pd.Series, frame: pd.DataFrame, cfg: EvalConfig)
             for key in _LOGGED_SUMMARIES[name]:
                 metrics[f"{name}_{key}{_suffix(target, main)}"] = float(row[key])
     if cfg.feature_cols:
-        exposure = scoring.max_feature_exposure(preds, frame[cfg.feature_cols], eras)
+        exposure = scoring.max_feature_exposure(preds, frame[cfg.feature_cols], eras, nan_fill=FEATURE_NAN_FILL)
         metrics["max_feature_exposure"] = float(exposure["prediction"])
     return NumeraiScores(metrics, per_era_corr, per_era_mmc, pd.DataFrame(rows))
 
