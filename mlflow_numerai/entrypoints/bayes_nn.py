@@ -43,8 +43,7 @@ class Prepared:
     dropped_valid: int
 
 
-def load_data(path: Path, features: list[str], targets: tuple[str, ...], *, batch_size: int, seed: int,
-              cache_dir: str | None = None) -> Prepared:
+def load_data(path: Path, features: list[str], targets: tuple[str, ...], *, batch_size: int, seed: int) -> Prepared:
     """Training batches streamed from the int8 era cache of train (built once, shared with
     keras_stream; rows with a NaN target left out and counted by the cache), and validation
     features/target/eras in memory (the posterior study scores every row against S samples)."""
@@ -53,7 +52,7 @@ def load_data(path: Path, features: list[str], targets: tuple[str, ...], *, batc
     from mlflow_numerai.data.stream import BatchStream
     from mlflow_numerai.families import bayes_nn as bnn
 
-    train_dir, _ = cache_dirs(path, features, list(targets), root=cache_dir)
+    train_dir, _ = cache_dirs(path, features, list(targets))
     cache = build_cache(data_io.split_path(path, "train"), train_dir, features, list(targets))
     dropped_train = int(cache.manifest.get("rows_dropped_nan_target", 0))
     valid = data_io.read_split(path, "validation", columns=[*features, "target"])

@@ -15,8 +15,9 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from mlflow_numerai.data.cache import MIDDLE_BIN  # what a NaN feature counts as
+
 CHUNK_ROWS = 100_000  # rows per block when accumulating X'X: bounded memory on any data size
-MIDDLE_BIN = 2.0  # what a NaN feature counts as
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def make_predict(fit: RidgeFit) -> Callable[[pd.DataFrame], pd.DataFrame]:
     """A Numerai `predict(live_features)` for `fit`: features by name, ranks in (0, 1]."""
     # Capture plain lists/arrays only: the pickle stays small and needs nothing but numpy/pandas.
     features, coef, intercept = list(fit.features), np.asarray(fit.coef, dtype=np.float64), fit.intercept
-    fill = MIDDLE_BIN
+    fill = float(MIDDLE_BIN)
 
     def predict(live_features: pd.DataFrame) -> pd.DataFrame:
         missing = [f for f in features if f not in live_features.columns]

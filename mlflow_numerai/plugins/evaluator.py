@@ -51,13 +51,13 @@ import pandas as pd
 from mlflow.models.evaluation.base import EvaluationResult, ModelEvaluator
 
 from mlflow_numerai import scoring
+from mlflow_numerai.data.cache import MIDDLE_BIN  # a NaN feature counts as that, as in the models
 
 EVAL_DIR = "numerai_eval"
 PER_ERA_CORR_FILE = "per_era_corr.csv"
 PER_ERA_MMC_FILE = "per_era_mmc.csv"
 SUMMARY_FILE = "summary.csv"
 PLOT_FILE = "cumulative_corr.png"
-FEATURE_NAN_FILL = 2.0  # a NaN feature counts as the middle bin, as in the models and the cache
 CONFIG_KEYS = ("era_col", "targets", "meta_model", "feature_cols", "feature_set", "data_dir",
                "feature_neutral", "max_filtered_ratio")
 
@@ -236,7 +236,7 @@ def numerai_scores(predictions: pd.Series, frame: pd.DataFrame, cfg: EvalConfig)
             )["prediction"]
         if cfg.feature_neutral:
             fnc[target] = scoring.per_era_feature_neutral_corr(
-                preds, frame[cfg.feature_cols], frame[target], eras, nan_fill=FEATURE_NAN_FILL, **kw
+                preds, frame[cfg.feature_cols], frame[target], eras, nan_fill=MIDDLE_BIN, **kw
             )["prediction"]
     per_era_corr = pd.DataFrame(corr).rename_axis("era")
     per_era_mmc = pd.DataFrame(mmc).rename_axis("era") if mmc else None
@@ -252,7 +252,7 @@ def numerai_scores(predictions: pd.Series, frame: pd.DataFrame, cfg: EvalConfig)
             for key in _LOGGED_SUMMARIES[name]:
                 metrics[f"{name}_{key}{_suffix(target, main)}"] = float(row[key])
     if cfg.feature_cols:
-        exposure = scoring.max_feature_exposure(preds, frame[cfg.feature_cols], eras, nan_fill=FEATURE_NAN_FILL)
+        exposure = scoring.max_feature_exposure(preds, frame[cfg.feature_cols], eras, nan_fill=MIDDLE_BIN)
         metrics["max_feature_exposure"] = float(exposure["prediction"])
     return NumeraiScores(metrics, per_era_corr, per_era_mmc, pd.DataFrame(rows))
 
