@@ -43,24 +43,29 @@ def _memory(ctx, param, value):
               help="Output checks (default: the model's recorded profile, else numerai).")
 @click.option("--network", type=click.Choice(["auto", "namespace", "guard"]), default="auto", show_default=True,
               help="Network isolation: a new namespace where possible, else a socket guard.")
+@click.option("--isolation", type=click.Choice(["auto", "strict", "fallback"]), default="auto", show_default=True,
+              help="bubblewrap where it runs, else a partial fallback with a warning (auto); "
+                   "refuse to run without bubblewrap (strict); or the fallback only.")
 @click.option("--log-run/--no-log-run", default=None,
               help="Log a validation run to MLflow (default: when TARGET is a model URI).")
 @click.option("--tracking-uri", default=None, help="Tracking/registry URI (default: MLFLOW_TRACKING_URI or ./mlflow.db).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a summary.")
 def validate(target, live, benchmarks, validation, data_dir, cpus, memory, timeout, python, pickle_python, profile,
-             network, log_run, tracking_uri, as_json):
+             network, isolation, log_run, tracking_uri, as_json):
     """Run TARGET (a model URI or a predict.pkl path) in a sandboxed child process.
 
     Exit code 0 Success, 1 Failed (the model's fault), 2 Error or bad arguments.
     """
-    from mlflow_numerai.sandbox.runner import SandboxError, SandboxLimits
+    from mlflow_numerai.sandbox.runner import SandboxError, SandboxLimits, isolation_method
     from mlflow_numerai.sandbox.validate import ValidationArgumentError
     from mlflow_numerai.sandbox.validate import validate as run_validation
     from mlflow_numerai.tracking import ensure_tracking_uri
 
     try:
-        limits = SandboxLimits(cpus=cpus, memory_bytes=memory, timeout_seconds=timeout, network=network)
-    except ValueError as exc:
+        limits = SandboxLimits(cpus=cpus, memory_bytes=memory, timeout_seconds=timeout, network=network,
+                               isolation=isolation)
+        isolation_method(limits)  # strict without bubblewrap: refuse before anything is recorded
+    except (ValueError, SandboxError) as exc:
         _fail_args(as_json, str(exc))
     if data_dir is not None:
         from mlflow_numerai.data.io import DataError, resolve_data_dir

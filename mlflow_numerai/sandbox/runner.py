@@ -3,6 +3,11 @@
 The child is a fresh isolated interpreter (`python -I`) running `child.py`, in which `mlflow`,
 `mlflow_numerai` and `pyro` cannot be imported. Limits, each enforced from outside the model:
 
+- isolation (`isolation` in the outcome): under bubblewrap (`bwrap`) where it runs, with new PID,
+  IPC, UTS, network, mount and cgroup namespaces, a read-only view of only the interpreter, its
+  site paths and system libraries, and a private writable directory as HOME/TMPDIR/cwd holding
+  the pickle and the inputs; no view of the invoking user's home, other processes or the tracking
+  store. Elsewhere the fallback below (`namespaces` or `guard`), with a warning;
 - network: a new network namespace (`unshare --net`) where the system allows it, otherwise an
   audit-hook guard at socket level inside the child;
 - CPU: affinity to `cpus` cores, thread-count variables, and a CFS quota where cgroups are writable;
@@ -16,8 +21,11 @@ The child is a fresh isolated interpreter (`python -I`) running `child.py`, in w
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import stat
 import re
 import shutil
 import signal
@@ -45,6 +53,12 @@ THREAD_ENV = (
 )
 PASS_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
 LOG_TAIL_BYTES = 2_000_000
+LOG_HEAD_BYTES = 256_000  # the child's log keeps its first and last bytes, whatever it prints
+MAX_OUTPUT_BYTES = 2 * GIB  # a predictions.csv larger than this is not copied out
+BWRAP_ENV = "MLFLOW_NUMERAI_BWRAP"  # path of bwrap; a missing path forces the fallback (tests)
+CGROUP_PREFIX = "mlflow_numerai-"
+INSTALL_HINT = "install it with `apt-get install bubblewrap` (Debian/Ubuntu)"
+log = logging.getLogger(__name__)
 
 
 class SandboxError(RuntimeError):
@@ -77,6 +91,7 @@ class SandboxLimits:
     network: str = "auto"  # auto | namespace | guard
     memory_enforcement: str = "auto"  # auto | cgroup | rlimit
     sample_interval: float = 0.02
+    isolation: str = "auto"  # auto (bwrap, else fallback) | strict (bwrap or refuse) | fallback
 
     def __post_init__(self):
         if not isinstance(self.cpus, int) or self.cpus < 1:
@@ -91,6 +106,8 @@ class SandboxLimits:
             raise ValueError(f"network must be auto, namespace or guard, got {self.network!r}")
         if self.memory_enforcement not in ("auto", "cgroup", "rlimit"):
             raise ValueError(f"memory_enforcement must be auto, cgroup or rlimit, got {self.memory_enforcement!r}")
+        if self.isolation not in ("auto", "strict", "fallback"):
+            raise ValueError(f"isolation must be auto, strict or fallback, got {self.isolation!r}")
 
 
 @dataclass
@@ -114,6 +131,8 @@ class SandboxOutcome:
     checks: list[dict] = field(default_factory=list)
     stragglers_killed: int = 0
     traceback: str | None = None
+    isolation: str = "guard"  # bwrap | namespaces | guard
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -145,6 +164,100 @@ def network_method(requested: str) -> str:
     return "guard"
 
 
+# ----------------------------------------------------------------------------- isolation
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# What a Python child needs of /etc and /sys besides its own files (no secrets: not /etc/shadow).
+SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/localtime",
+                "/etc/passwd", "/etc/group", "/sys/devices/system/cpu")
+
+
+@lru_cache(maxsize=4)
+def _bwrap_probe(exe: str) -> str | None:
+    """None when `exe` can make the sandbox's namespaces here, else why not."""
+    try:
+        res = subprocess.run([exe, "--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/", "/",
+                              "true"], capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"{exe} could not run ({exc})"
+    if res.returncode != 0:
+        err = res.stderr.decode("utf-8", errors="replace").strip()[:300]
+        return f"{exe} cannot create namespaces here ({err}); user namespaces may be disabled"
+    return None
+
+
+def bwrap_status() -> tuple[str | None, str | None]:
+    """(path of a working bwrap, None), or (None, why bubblewrap cannot be used here)."""
+    configured = os.environ.get(BWRAP_ENV)
+    exe = shutil.which(configured or "bwrap")
+    if exe is None:
+        where = f"at {configured!r} ({BWRAP_ENV})" if configured else "on PATH"
+        return None, f"bubblewrap (`bwrap`) is not installed {where}"
+    why = _bwrap_probe(exe)
+    return (None, why) if why else (exe, None)
+
+
+def isolation_method(limits: SandboxLimits) -> tuple[str, str | None, list[str]]:
+    """(mode, bwrap path or None, warnings): 'bwrap', else the fallback 'namespaces' or 'guard'.
+
+    Raises SandboxError when `limits.isolation` is 'strict' and bubblewrap cannot run."""
+    exe, why = (None, "the fallback was requested (isolation='fallback')")
+    if limits.isolation != "fallback":
+        exe, why = bwrap_status()
+    if exe is not None:
+        return "bwrap", exe, []
+    if limits.isolation == "strict":
+        raise SandboxError(f"strict isolation needs bubblewrap: {why}; {INSTALL_HINT}")
+    mode = "namespaces" if network_method(limits.network) == "namespace" else "guard"
+    warning = (f"partial isolation ({mode}): {why}; the model sees this machine's files and processes. "
+               f"For full isolation {INSTALL_HINT}")
+    return mode, None, [warning]
+
+
+@lru_cache(maxsize=8)
+def interpreter_paths(interpreter: str, no_site: bool) -> tuple[str, tuple[str, ...]]:
+    """(executable, paths it reads: prefixes, import path) of `interpreter`, asked under the flags
+    the child runs with (so the validator's own path and working directory are not included)."""
+    code = ("import json, os, sys; print(json.dumps([sys.executable, [sys.prefix, sys.base_prefix, sys.exec_prefix, "
+            "sys.base_exec_prefix, os.path.dirname(os.path.realpath(sys.executable)), *sys.path]]))")
+    flags = ["-I", "-S"] if no_site else ["-I"]
+    try:
+        res = subprocess.run([interpreter, *flags, "-c", code], capture_output=True, text=True, timeout=120)
+        executable, paths = json.loads(res.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as exc:
+        raise SandboxError(f"could not ask the interpreter {interpreter!r} for its paths: {exc!r}") from exc
+    paths.append(executable)
+    venv = os.path.dirname(os.path.dirname(executable))
+    if os.path.isfile(os.path.join(venv, "pyvenv.cfg")):  # a virtualenv: its root, whatever the flags
+        paths.append(venv)
+    return executable, tuple(p for p in paths if p and os.path.isabs(p))
+
+
+def _outermost(paths) -> list[str]:
+    """The existing paths, without those inside another one of them (and never '/')."""
+    out: list[str] = []
+    for path in sorted({os.path.abspath(p) for p in paths if p and os.path.exists(p)}):
+        if path != "/" and not any(path.startswith(q.rstrip("/") + "/") for q in out):
+            out.append(path)
+    return out
+
+
+def bwrap_command(exe: str, private: Path, read_only: list[str]) -> list[str]:
+    """The bwrap prefix: new namespaces, a read-only view of `read_only` and the system libraries,
+    `private` as the only writable directory (besides an empty /tmp)."""
+    cmd = [exe, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+           "--hostname", "sandbox", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    for path in SYSTEM_DIRS:
+        if os.path.islink(path):
+            cmd += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            cmd += ["--ro-bind", path, path]
+    for path in SYSTEM_FILES:
+        cmd += ["--ro-bind-try", path, path]
+    for path in _outermost(read_only):
+        cmd += ["--ro-bind", path, path]
+    return cmd + ["--bind", str(private), str(private), "--chdir", str(private), "--"]
+
+
 # ----------------------------------------------------------------------------- cgroups
 def _own_cgroup_paths() -> dict[str, str]:
     """Controller (or '' for v2) -> this process's cgroup path, from /proc/self/cgroup."""
@@ -163,22 +276,34 @@ class Cgroup:
         self.dirs = dirs  # controller -> directory ("unified" for v2)
         self.version = version
 
+    @property
+    def name(self) -> str:
+        return next(iter(self.dirs.values())).name if self.dirs else ""
+
     @classmethod
     def create(cls, limits: SandboxLimits, cpus: list[int]) -> "Cgroup | None":
         """Make and configure the cgroup; None where cgroups are not writable."""
-        name = f"mlflow_numerai-{uuid.uuid4().hex[:12]}"
+        return cls.open(limits, cpus)[0]
+
+    @classmethod
+    def open(cls, limits: SandboxLimits, cpus: list[int]) -> "tuple[Cgroup | None, str | None]":
+        """(the cgroup, None), or (None, why no cgroup could be made). Named for its owner
+        (`mlflow_numerai-<pid>-<token>`), so a later run can remove it if this process dies."""
+        name = f"{CGROUP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
         try:
             own = _own_cgroup_paths()
-        except OSError:
-            return None
-        for creator in (cls._create_v2, cls._create_v1):
+        except OSError as exc:
+            return None, f"cannot read /proc/self/cgroup ({exc})"
+        errors = []
+        for version, creator in ((2, cls._create_v2), (1, cls._create_v1)):
             try:
                 group = creator(name, own, limits, cpus)
-            except OSError:
-                group = None
+            except OSError as exc:
+                errors.append(f"cgroup v{version}: {exc}")
+                continue
             if group is not None:
-                return group
-        return None
+                return group, None
+        return None, "; ".join(errors) or "no cgroup memory controller is mounted here"
 
     @classmethod
     def _create_v2(cls, name, own, limits, cpus):
@@ -204,7 +329,7 @@ class Cgroup:
                 (path / "cpuset.cpus").write_text(",".join(map(str, cpus)))
         except OSError:
             group.remove()
-            return None
+            raise
         return group
 
     @classmethod
@@ -308,17 +433,70 @@ class Cgroup:
                 pass
         return killed
 
-    def remove(self) -> None:
-        """Remove the cgroup directories (after every process in them is gone)."""
-        for path in self.dirs.values():
-            for _ in range(100):
-                try:
-                    path.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.02)
+    def remove(self) -> bool:
+        """Remove the cgroup directories, killing what is still in them; False (logged) if one stays."""
+        return all(_remove_cgroup_dir(path) for path in self.dirs.values())
+
+
+def _remove_cgroup_dir(path: Path, attempts: int = 250) -> bool:
+    error: OSError | None = None
+    for _ in range(attempts):
+        try:
+            path.rmdir()
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError as exc:  # busy: processes still in it (or exiting)
+            error = exc
+            try:
+                for pid in (path / "cgroup.procs").read_text().split():
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
+            time.sleep(0.02)
+    log.warning("could not remove the sandbox cgroup %s: %s", path, error)
+    return False
+
+
+def _cgroup_parents() -> list[Path]:
+    """The directories where this process makes its sandbox cgroups (v2 and every v1 controller)."""
+    try:
+        own = _own_cgroup_paths()
+    except OSError:
+        return []
+    base = Path("/sys/fs/cgroup")
+    parents = []
+    for ctl, rel in own.items():
+        if ctl == "":
+            roots = [p for p in (base, base / "unified") if (p / "cgroup.controllers").exists()]
+            parents += [r / rel.lstrip("/") for r in roots]
+        elif ctl in ("memory", "cpu", "cpuacct"):
+            parents.append(base / ctl / rel.lstrip("/"))
+    return [p for p in dict.fromkeys(parents) if p.is_dir()]
+
+
+_OWNED = re.compile(rf"^{re.escape(CGROUP_PREFIX)}(\d+)-[0-9a-f]+$")
+
+
+def remove_stale_cgroups() -> list[str]:
+    """Remove the sandbox cgroups left by validators that died (SIGKILL, OOM, power loss): those
+    named for an owner pid that no longer runs. Logged; returns the paths removed."""
+    removed = []
+    for parent in _cgroup_parents():
+        try:
+            entries = list(parent.iterdir())
+        except OSError:
+            continue
+        for path in entries:
+            match = _OWNED.match(path.name)
+            if not match or int(match.group(1)) == os.getpid() or psutil.pid_exists(int(match.group(1))):
+                continue
+            if _remove_cgroup_dir(path):
+                log.warning("removed the stale sandbox cgroup %s (its validator, pid %s, is gone)",
+                            path, match.group(1))
+                removed.append(str(path))
+    return removed
 
 
 def memory_method(requested: str, group: Cgroup | None) -> str:
@@ -477,19 +655,6 @@ def choose_cpus(n: int) -> list[int]:
     return sorted(os.sched_getaffinity(0))[:n]
 
 
-def _read_tail(path: Path, limit: int = LOG_TAIL_BYTES) -> str:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - limit))
-            data = fh.read()
-    except OSError:
-        return ""
-    text = data.decode("utf-8", errors="replace")
-    return text if size <= limit else f"[... {size - limit} bytes cut ...]\n{text}"
-
-
 def _write_frame(frame: pd.DataFrame | str | os.PathLike, dst: Path) -> str:
     """Put an input frame into the private directory as a pandas pickle (the child then needs
     only pandas to read it, not pyarrow: a faster start)."""
@@ -522,15 +687,34 @@ def run_pickle(
         raise ValueError(f"profile must be 'numerai' or 'forecast', got {profile!r}")
     if not Path(pickle_path).is_file():
         raise FileNotFoundError(f"predict.pkl {str(pickle_path)!r} does not exist")
+    mode, bwrap_exe, warnings = isolation_method(limits)
+    interpreter = interpreter or sys.executable
+    no_site = bool(site_paths(interpreter))
+    bwrap = None
+    if bwrap_exe is not None:
+        executable, paths = interpreter_paths(interpreter, no_site)
+        interpreter = executable
+        read_only = [*paths, *(site_paths(interpreter) or [])]
     out_dir = Path(output_dir or tempfile.mkdtemp(prefix="numerai-sandbox-out-"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    net = network_method(limits.network)
+    # Under bwrap the child always has its own network namespace; 'guard' adds the socket guard.
+    net = ("guard" if limits.network == "guard" else "namespace") if bwrap_exe else network_method(limits.network)
     cpus = choose_cpus(limits.cpus)
     token = uuid.uuid4().hex
     private = Path(tempfile.mkdtemp(prefix="numerai-sandbox-"))
     os.chmod(private, 0o700)
-    group = None if limits.memory_enforcement == "rlimit" else Cgroup.create(limits, cpus)
+    if bwrap_exe is not None:
+        bwrap = bwrap_command(bwrap_exe, private, read_only)
+    group, why = None, None
+    if limits.memory_enforcement != "rlimit":
+        remove_stale_cgroups()
+        group, why = Cgroup.open(limits, cpus)
+        if group is None and limits.memory_enforcement == "auto":
+            warnings.append(f"memory cap by rlimit+sampler, not a cgroup: {why}")
+    outcome = None
     try:
+        if group is None and limits.memory_enforcement == "cgroup":
+            raise SandboxError(f"a cgroup memory limit was requested but no cgroup could be made: {why}")
         mem_method = memory_method(limits.memory_enforcement, group)
         spec = {
             "pickle": str(shutil.copyfile(pickle_path, private / "predict.pkl")),
@@ -543,16 +727,18 @@ def run_pickle(
             "net_guard": net == "guard",
             "cpus": cpus,
             "rlimit_as": limits.memory_bytes if group is None else None,
-            "site_paths": site_paths(interpreter or sys.executable),
+            "site_paths": site_paths(interpreter),
         }
         (private / "spec.json").write_text(json.dumps(spec))
         script = private / "child.py"
         shutil.copyfile(CHILD_SCRIPT, script)
-        return _execute(spec, script, private, out_dir, limits, group, net, mem_method, token,
-                        interpreter or sys.executable)
+        outcome = _execute(spec, script, private, out_dir, limits, group, net, mem_method, token, interpreter, bwrap)
+        outcome.isolation = mode
+        outcome.warnings = warnings + outcome.warnings
+        return outcome
     finally:
-        if group is not None:
-            group.remove()
+        if group is not None and not group.remove() and outcome is not None:
+            outcome.warnings.append(f"the sandbox cgroup {group.name} could not be removed (see the log)")
         shutil.rmtree(private, ignore_errors=True)
 
 
@@ -568,30 +754,103 @@ def site_paths(interpreter: str) -> list[str] | None:
 
 
 def _launch_command(script: Path, private: Path, group: Cgroup | None, net: str, interpreter: str,
-                    no_site: bool) -> list[str]:
+                    no_site: bool, bwrap: list[str] | None = None) -> list[str]:
     flags = ["-I", "-S"] if no_site else ["-I"]
     cmd = [interpreter, *flags, "-X", "utf8", str(script), str(private / "spec.json")]
-    if net == "namespace":
+    if bwrap is not None:
+        cmd = bwrap + cmd
+    elif net == "namespace":
         cmd = [shutil.which("unshare"), "--net", "--"] + cmd
-    if group is not None:
-        # Join the cgroup before exec, so nothing of the model ever runs outside it.
-        joins = "; ".join(f'echo $$ > "{p}"' for p in group.proc_files())
-        cmd = ["/bin/sh", "-c", f'{joins} && exec "$@"', "sandbox"] + cmd
-    return cmd
+    # Join the cgroup before exec, so nothing of the model ever runs outside it.
+    joins = "".join(f'echo $$ > "{p}" && ' for p in (group.proc_files() if group is not None else []))
+    # Without bwrap the model's parent is this shell, not the validator: killing its parent
+    # (getppid) kills a disposable shell. Under bwrap its parent is the namespace's init.
+    run = 'exec "$@"' if bwrap is not None else '"$@"; exit $?'
+    return ["/bin/sh", "-c", joins + run, "sandbox"] + cmd
 
 
-def _execute(spec, script, private, out_dir, limits, group, net, mem_method, token, interpreter) -> SandboxOutcome:
+class LogKeeper(threading.Thread):
+    """Reads the child's output from a pipe, keeping its first LOG_HEAD_BYTES and last
+    LOG_TAIL_BYTES: a model that floods its output costs the validator bounded memory and disk."""
+
+    def __init__(self, fd: int):
+        super().__init__(daemon=True, name="sandbox-log")
+        self.fd = fd
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        import select
+
+        try:
+            while not self._halt.is_set():
+                if not select.select([self.fd], [], [], 0.2)[0]:
+                    continue
+                chunk = os.read(self.fd, 1 << 16)
+                if not chunk:
+                    break
+                self.total += len(chunk)
+                room = LOG_HEAD_BYTES - len(self.head)
+                if room > 0:
+                    self.head += chunk[:room]
+                    chunk = chunk[room:]
+                self.tail += chunk
+                if len(self.tail) > 2 * LOG_TAIL_BYTES:
+                    del self.tail[:-LOG_TAIL_BYTES]
+        finally:
+            os.close(self.fd)
+
+    def finish(self, timeout: float = 10.0) -> None:
+        """Wait for the end of the output (every writer is dead by now), then stop reading."""
+        self.join(timeout)
+        self._halt.set()
+        self.join(1.0)
+
+    def text(self) -> str:
+        tail = bytes(self.tail[-LOG_TAIL_BYTES:])
+        cut = self.total - len(self.head) - len(tail)
+        middle = f"\n[... {cut} bytes cut ...]\n".encode() if cut > 0 else b""
+        return (bytes(self.head) + middle + tail).decode("utf-8", errors="replace")
+
+
+def _open_regular(path: Path, limit: int):
+    """`path` opened for reading if it is a regular file with one link, no larger than `limit`;
+    else None. The child controls its directory: a symlink or hard link there could point at a
+    file it was never given (the parent, not the child, would read it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_size > limit:
+        os.close(fd)
+        return None
+    return os.fdopen(fd, "rb")
+
+
+def _execute(spec, script, private, out_dir, limits, group, net, mem_method, token, interpreter,
+             bwrap=None) -> SandboxOutcome:
     log_path = out_dir / "child.log"
     env = child_environment(private, limits.cpus, token)
     breach = threading.Event()
     start = time.monotonic()
-    with open(log_path, "wb") as log:
+    read_end, write_end = os.pipe()
+    try:
         proc = subprocess.Popen(
-            _launch_command(script, private, group, net, interpreter, bool(spec.get("site_paths"))),
+            _launch_command(script, private, group, net, interpreter, bool(spec.get("site_paths")), bwrap),
             cwd=private, env=env,
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=write_end, stderr=write_end, start_new_session=True,
             close_fds=True,
         )
+    except BaseException:
+        os.close(read_end)
+        raise
+    finally:
+        os.close(write_end)
+    keeper = LogKeeper(read_end)
+    keeper.start()
     sampler = TreeSampler(proc.pid, group, limits.memory_bytes if group is None else None,
                           limits.sample_interval, on_breach=lambda: _breach(proc.pid, group, breach))
     sampler.start()
@@ -616,8 +875,12 @@ def _execute(spec, script, private, out_dir, limits, group, net, mem_method, tok
         if status_word is None or not pid:
             _, status_word, rusage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status_word)
+        if proc.returncode > 128 and proc.returncode - 128 in signal.valid_signals():
+            proc.returncode = 128 - proc.returncode  # the shell's / bwrap's way to say "killed by signal N"
         sampler.stop()
-    if group is not None and group.oom_kills() > 0:
+        keeper.finish()
+        log_path.write_bytes(keeper.text().encode("utf-8"))
+    if breach.is_set() or (group is not None and group.oom_kills() > 0):  # also when the kill won the race
         oom = True
     cpu = rusage.ru_utime + rusage.ru_stime
     cpu = max(cpu, sum(sampler.cpu.values()))
@@ -629,13 +892,19 @@ def _execute(spec, script, private, out_dir, limits, group, net, mem_method, tok
     peak = (group.peak() or peak_rss) if group is not None else peak_rss
     result = _read_result(private / "result.json")
     predictions = None
-    if (private / "predictions.csv").exists() and result.get("status") == "ok":
-        predictions = str(out_dir / "predictions.csv")
-        shutil.copyfile(private / "predictions.csv", predictions)
     status, reason, message = _verdict(result, proc.returncode, timed_out, oom, limits, peak, wall)
+    if status == "ok":
+        src = _open_regular(private / "predictions.csv", MAX_OUTPUT_BYTES)
+        if src is None:
+            status, reason = "failed", "invalid_output:file"
+            message = "predictions.csv is missing, not a regular file, linked elsewhere or too large"
+        else:
+            predictions = str(out_dir / "predictions.csv")
+            with src, open(predictions, "wb") as dst:
+                shutil.copyfileobj(src, dst)
     return SandboxOutcome(
         status=status, reason=reason, message=message, stage=result.get("stage", "start"),
-        predictions_csv=predictions if status == "ok" else None, log=_read_tail(log_path),
+        predictions_csv=predictions if status == "ok" else None, log=keeper.text(),
         exit_code=proc.returncode, wall_seconds=round(wall, 3), cpu_seconds=round(cpu, 3),
         peak_memory_bytes=int(peak), peak_rss_bytes=int(peak_rss), network_isolation=net,
         memory_enforcement=mem_method, network_attempts=list(result.get("network_attempts", [])),
@@ -656,8 +925,12 @@ def _breach(pid: int, group: Cgroup | None, flag: threading.Event) -> None:
 
 
 def _read_result(path: Path) -> dict:
+    src = _open_regular(path, 1_000_000)
+    if src is None:
+        return {}
     try:
-        data = json.loads(path.read_text())
+        with src:
+            data = json.loads(src.read().decode("utf-8"))
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}

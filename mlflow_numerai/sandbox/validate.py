@@ -67,6 +67,8 @@ class ValidationReport:
     cpu_seconds: float = 0.0
     network_isolation: str | None = None
     memory_enforcement: str | None = None
+    isolation: str | None = None  # bwrap | namespaces | guard (the last two partial)
+    warnings: list[str] = field(default_factory=list)
     limits: dict = field(default_factory=dict)
     checks: list[dict] = field(default_factory=list)
     history: list[dict] = field(default_factory=list)
@@ -382,6 +384,8 @@ def _absorb(report: ValidationReport, outcome: SandboxOutcome, stage: str = "liv
     report.cpu_seconds = round(report.cpu_seconds + outcome.cpu_seconds, 3)
     report.network_isolation = outcome.network_isolation
     report.memory_enforcement = outcome.memory_enforcement
+    report.isolation = outcome.isolation
+    report.warnings += [w for w in outcome.warnings if w not in report.warnings]
     report.stage = f"{stage}:{outcome.stage}"
     report.checks = outcome.checks
     report.stragglers_killed += outcome.stragglers_killed
