@@ -80,7 +80,7 @@ def bench_overhead(repeats: int, rows: int, tmp: Path) -> None:
         out = fn(pd.read_parquet(live_path))
         assert len(out) == rows
 
-    child_cpu = []
+    child_cpu, fallback_cpu = [], []
     isolation = bwrap_status()[0] and "bwrap"
 
     def sandboxed():
@@ -92,6 +92,7 @@ def bench_overhead(repeats: int, rows: int, tmp: Path) -> None:
     def sandboxed_fallback():
         outcome = run_pickle(pkl, live_path, output_dir=tmp / "out-fb", limits=SandboxLimits(isolation="fallback"))
         assert outcome.status == "ok", outcome.message
+        fallback_cpu.append(outcome.cpu_seconds)
 
     def whole_flow():
         report = validate(str(pkl), live=live_path, log_run=False)
@@ -128,7 +129,8 @@ def bench_overhead(repeats: int, rows: int, tmp: Path) -> None:
     in_process()
     cpu_base = time.process_time() - cpu_base
     print(f"CPU seconds (load-independent): in-process {cpu_base:.3f}, sandboxed child "
-          f"{statistics.median(child_cpu):.3f} (+{statistics.median(child_cpu) - cpu_base:.3f})")
+          f"{statistics.median(child_cpu):.3f} (+{statistics.median(child_cpu) - cpu_base:.3f}), "
+          f"fallback child {statistics.median(fallback_cpu):.3f}")
 
 
 def hog():

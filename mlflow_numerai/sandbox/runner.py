@@ -25,10 +25,10 @@ import contextlib
 import json
 import logging
 import os
-import stat
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -499,6 +499,30 @@ def remove_stale_cgroups() -> list[str]:
     return removed
 
 
+PRIVATE_PREFIX = "numerai-sandbox-"  # + "<owner pid>-<random>": the child's HOME, pickle and inputs
+_PRIVATE = re.compile(rf"^{re.escape(PRIVATE_PREFIX)}(\d+)-[A-Za-z0-9_]+$")
+
+
+def remove_stale_private_dirs() -> list[str]:
+    """Remove the private directories (a copy of a pickle and its inputs) of validators that
+    died before cleaning up; logged. Only names of this form whose owner pid no longer runs."""
+    removed = []
+    root = Path(tempfile.gettempdir())
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return removed
+    for path in entries:
+        match = _PRIVATE.match(path.name)
+        if not match or int(match.group(1)) == os.getpid() or psutil.pid_exists(int(match.group(1))):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+            log.warning("removed the stale sandbox directory %s (its validator, pid %s, is gone)", path, match.group(1))
+            removed.append(str(path))
+    return removed
+
+
 def memory_method(requested: str, group: Cgroup | None) -> str:
     """How the memory cap is enforced: 'cgroup-v2', 'cgroup-v1' or 'rlimit+sampler'."""
     if group is not None:
@@ -701,7 +725,8 @@ def run_pickle(
     net = ("guard" if limits.network == "guard" else "namespace") if bwrap_exe else network_method(limits.network)
     cpus = choose_cpus(limits.cpus)
     token = uuid.uuid4().hex
-    private = Path(tempfile.mkdtemp(prefix="numerai-sandbox-"))
+    remove_stale_private_dirs()
+    private = Path(tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}{os.getpid()}-"))
     os.chmod(private, 0o700)
     if bwrap_exe is not None:
         bwrap = bwrap_command(bwrap_exe, private, read_only)
