@@ -114,6 +114,7 @@ def _print_summary(report) -> None:
     table.add_row("wall / cpu", f"{report.wall_seconds:.2f}s / {report.cpu_seconds:.2f}s")
     table.add_row("peak memory", f"{report.peak_memory_bytes / 2**20:.0f} MiB ({report.memory_enforcement})")
     table.add_row("network", str(report.network_isolation))
+    table.add_row("isolation", str(report.isolation))
     table.add_row("history", " -> ".join(h["state"] for h in report.history[-4:]))
     if report.diagnostics and report.diagnostics.get("corr_mean") is not None:
         d = report.diagnostics
@@ -121,6 +122,8 @@ def _print_summary(report) -> None:
     if report.validation_run_id:
         table.add_row("validation run", report.validation_run_id)
     console.print(table)
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     if report.status != SUCCESS and report.log_tail:
         console.print("[dim]last lines of the model's log:[/]")
         console.print("\n".join(report.log_tail.splitlines()[-15:]), markup=False, highlight=False)
