@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 import click
 
-from mlflow_numerai.sandbox.states import ERROR, FAILED, SUCCESS, Transition
+from mlflow_numerai.upload_states import ERROR, FAILED, SUCCESS, Transition
 
 STATE_TAG = "numerai.upload_state"
 REASON_TAG = "numerai.upload_reason"
@@ -219,7 +219,7 @@ def _restore_alias(client, name: str, alias: str, bad_version: str, previous: st
 
 
 def _now() -> str:
-    from mlflow_numerai.sandbox.states import utc_now
+    from mlflow_numerai.upload_states import utc_now
 
     return utc_now()
 

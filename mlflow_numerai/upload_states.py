@@ -1,4 +1,4 @@
-"""The upload state machine of Numerai's model uploads.
+"""The upload state machine of Numerai's model uploads (recorded on model versions by `registry`).
 
 `Pending -> Running -> Validating -> Success`, or `Error` (the validator broke) / `Failed` (the
 model's fault) with a reason code, from any state that is not final. Every transition is

@@ -24,7 +24,7 @@ import pandas as pd
 
 from mlflow_numerai.sandbox import checks
 from mlflow_numerai.sandbox.runner import SandboxError, SandboxLimits, SandboxOutcome, run_pickle
-from mlflow_numerai.sandbox.states import (
+from mlflow_numerai.upload_states import (
     ERROR, EXIT_CODES, FAILED, PENDING, RUNNING, SUCCESS, VALIDATING, UploadStateMachine,
 )
 

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from mlflow_numerai.sandbox.states import ERROR, FAILED, SUCCESS
+from mlflow_numerai.upload_states import ERROR, FAILED, SUCCESS
 
 
 def _memory(ctx, param, value):
@@ -54,8 +54,8 @@ def validate(target, live, benchmarks, validation, data_dir, cpus, memory, timeo
     Exit code 0 Success, 1 Failed (the model's fault), 2 Error or bad arguments.
     """
     from mlflow_numerai.sandbox.runner import SandboxError, SandboxLimits
-    from mlflow_numerai.sandbox.validate import ValidationArgumentError
-    from mlflow_numerai.sandbox.validate import validate as run_validation
+    from mlflow_numerai.uploads.validate import ValidationArgumentError
+    from mlflow_numerai.uploads.validate import validate as run_validation
     from mlflow_numerai.tracking import ensure_tracking_uri
 
     try:
