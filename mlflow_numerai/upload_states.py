@@ -16,13 +16,15 @@ PENDING, RUNNING, VALIDATING, SUCCESS, FAILED, ERROR = (
 )
 STATES = (PENDING, RUNNING, VALIDATING, SUCCESS, FAILED, ERROR)
 FINAL = frozenset({SUCCESS, FAILED, ERROR})
+LIVE = frozenset({PENDING, RUNNING, VALIDATING})  # held by a running validator
 ALLOWED: dict[str | None, frozenset[str]] = {
     None: frozenset({PENDING}),
     PENDING: frozenset({RUNNING, FAILED, ERROR}),
     RUNNING: frozenset({VALIDATING, FAILED, ERROR}),
     VALIDATING: frozenset({SUCCESS, FAILED, ERROR}),
 }
-# Reason codes of `Failed` (the model's fault); `Error` uses `validator` or `runtime`.
+# Reason codes of `Failed` (the model's fault); `Error` uses `validator`, `runtime`, `interrupted`
+# or `validator_lost` (the validator died and a reader corrected its state).
 FAILED_REASONS = (
     "unpickle", "python_mismatch", "import", "signature", "exception", "oom", "timeout", "network",
     "crash", "invalid_output:<check>",
