@@ -321,8 +321,9 @@ def test_cli_names_the_image(tmp_path, live_path, monkeypatch):
 
 def test_missing_interpreter_is_an_error_naming_the_fix(tmp_path, live_path, monkeypatch):
     monkeypatch.setattr(images, "cache_dir", lambda: tmp_path / "images")
-    monkeypatch.setattr(images, "find_interpreter", lambda python: images.find_interpreter.__wrapped__("3.99"))
+    real = images.find_interpreter.__wrapped__  # uncached
+    monkeypatch.setattr(images, "find_interpreter", lambda python: real("3.99"))
     report = validate(_write(tmp_path, "good", _good), live=live_path, image="py3.11")
-    assert (report.status, report.reason) == ("Error", "runtime")
+    assert (report.status, report.reason) == ("Error", "runtime"), report.message
     assert "pyenv install 3.99" in report.message and report.exit_code == 2
     assert not any((tmp_path / "images").glob("py3.11-*"))  # nothing half-made
