@@ -23,6 +23,12 @@ from mlflow_numerai.registry import (
 from mlflow_numerai.upload_states import ERROR, PENDING, RUNNING, SUCCESS, UploadStateMachine
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    """Artifacts of the SQLite store default to ./mlruns: keep them in the test's directory."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture()
 def live_path(tmp_path):
     rng = np.random.default_rng(1)
