@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from mlflow_numerai.sandbox.runner import Cgroup, SandboxLimits, bwrap_status, choose_cpus, parse_memory, run_pickle
-from mlflow_numerai.sandbox.validate import validate
+from mlflow_numerai.uploads.validate import validate
 
 
 def small_model(n_features: int):

@@ -14,7 +14,7 @@ import click
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("mlflow_numerai.data.cli:data", "Make synthetic Numerai data or download the real set."),
     "train": ("mlflow_numerai.entrypoints:train", "Train a model family and log it to MLflow."),
-    "validate": ("mlflow_numerai.sandbox.cli:validate", "Run a predict.pkl in Numerai's sandbox limits."),
+    "validate": ("mlflow_numerai.uploads.cli:validate", "Run a predict.pkl in Numerai's sandbox limits."),
     "promote": ("mlflow_numerai.registry:promote_command", "Move an alias to a validated model version."),
     "dashboard": ("mlflow_numerai.dashboard:dashboard_command", "Start the Streamlit dashboard."),
     "pipeline": ("mlflow_numerai.entrypoints.pipeline:pipeline", "Run the whole job: data, models, validation, promotion."),

@@ -366,9 +366,14 @@ def model_versions(tracking_uri: str) -> pd.DataFrame:
                 run_info[run_id] = (None, {})
         return run_info[run_id]
 
+    from mlflow_numerai.registry import correct_lost
+
     rows = []
     for mv in versions:
         tags = dict(mv.tags or {})
+        # A live state whose validator died is shown (and written once) as Error validator_lost.
+        if correct_lost(mv.name, mv.version, client, tags=tags):
+            tags = dict(client.get_model_version(mv.name, str(mv.version)).tags or {})
         history = parse_history(tags.get(UPLOAD_HISTORY_TAG))
         state = tags.get(UPLOAD_STATE_TAG) or (history[-1]["state"] if history else None)
         reason = tags.get(UPLOAD_REASON_TAG) or (history[-1].get("reason") if history else None)

@@ -11,26 +11,38 @@ Race safety: a promotion re-reads the version's state right before it moves the 
 after; the validator writes `Failed`/`Error` first and then takes back any alias a promotion put
 on that version. Whatever the interleaving, one of the two sees the other, so the alias never
 stays on a version whose latest state is not Success.
+
+No false state: a validation records its holder (`numerai.upload_holder`: host, boot id, pid and
+its start time, the flow's start and limit in seconds). A reader (`upload_state`, the gates of
+`promote`, the deployments target, the dashboard, the next validation) that finds a
+`Pending`/`Running`/`Validating` state older than limit + grace (30 s, `MLFLOW_NUMERAI_LOST_GRACE`)
+whose holder process is gone writes `Error` with reason `validator_lost` once (`correct_lost`).
 """
 
 from __future__ import annotations
 
 import getpass
 import json
+import os
 import re
+import socket
 import sys
 import time
 from dataclasses import asdict, dataclass
 
 import click
 
-from mlflow_numerai.sandbox.states import ERROR, FAILED, SUCCESS, Transition
+from mlflow_numerai.upload_states import ERROR, FAILED, LIVE, SUCCESS, Transition, utc_now
 
 STATE_TAG = "numerai.upload_state"
 REASON_TAG = "numerai.upload_reason"
 MESSAGE_TAG = "numerai.upload_message"
 HISTORY_TAG = "numerai.upload_history"
 VALIDATION_RUN_TAG = "numerai.validation_run_id"
+HOLDER_TAG = "numerai.upload_holder"
+LOST_REASON = "validator_lost"
+LOST_GRACE_ENV = "MLFLOW_NUMERAI_LOST_GRACE"
+DEFAULT_LOST_GRACE = 30.0
 PROMOTION_PREFIX = "numerai.promotion"
 MAX_HISTORY = 500  # entries kept in the tag (the validation runs keep theirs as artifacts)
 MAX_TAG_CHARS = 90_000
@@ -108,8 +120,12 @@ def upload_history(name: str, version: str | int, client=None) -> list[dict]:
 
 
 def upload_state(name: str, version: str | int, client=None) -> dict:
-    """{state, reason, message, history, validation_run_id} of a model version (state None if never validated)."""
-    tags = _client(client).get_model_version(name, str(version)).tags
+    """{state, reason, message, history, validation_run_id} of a model version (state None if never validated).
+    A state whose validator is lost is corrected to Error (`validator_lost`) first."""
+    client = _client(client)
+    tags = client.get_model_version(name, str(version)).tags
+    if correct_lost(name, version, client, tags=tags):
+        tags = client.get_model_version(name, str(version)).tags
     try:
         history = json.loads(tags.get(HISTORY_TAG, "[]"))
     except ValueError:
@@ -160,8 +176,106 @@ class RegistryRecorder:
             revoke_aliases(self.name, self.version, self.client,
                            why=f"version {self.version} is {transition.state} ({transition.reason})")
 
+    def hold(self, holder: dict) -> None:
+        """Record who holds the version's next live state (see `holder_record`)."""
+        _retrying(self.client.set_model_version_tag, self.name, self.version, HOLDER_TAG, json.dumps(holder))
+
     def link_run(self, run_id: str) -> None:
         _retrying(self.client.set_model_version_tag, self.name, self.version, VALIDATION_RUN_TAG, run_id)
+
+
+# ----------------------------------------------------------------------------- lost validators
+def clock() -> float:
+    """Now, epoch seconds (a function so tests can move time on)."""
+    return time.time()
+
+
+def lost_grace() -> float:
+    """Seconds past a holder's limit before its state may be called lost (`MLFLOW_NUMERAI_LOST_GRACE`)."""
+    raw = os.environ.get(LOST_GRACE_ENV)
+    try:
+        return max(0.0, float(raw)) if raw not in (None, "") else DEFAULT_LOST_GRACE
+    except ValueError:
+        raise RegistryError(f"{LOST_GRACE_ENV} must be a number of seconds, got {raw!r}") from None
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
+def holder_record(limit_seconds: float, start: float | None = None) -> dict:
+    """Who holds a validation: this host and boot, this process (pid and its start time), the
+    flow's start (epoch seconds) and the most it may take (seconds)."""
+    import psutil
+
+    return {"host": socket.gethostname(), "boot_id": _boot_id(), "pid": os.getpid(),
+            "pid_start": psutil.Process().create_time(), "start": clock() if start is None else start,
+            "limit": float(limit_seconds)}
+
+
+def holder_alive(holder: dict) -> bool:
+    """Whether the holder process still runs. Another host (or a holder without a pid) cannot be
+    checked: it counts as gone once its limit and the grace are past."""
+    import psutil
+
+    if holder.get("host") != socket.gethostname() or holder.get("boot_id", "") != _boot_id():
+        return False
+    try:
+        proc = psutil.Process(int(holder["pid"]))
+        # A reused pid is another process: compare start times.
+        return abs(proc.create_time() - float(holder.get("pid_start", proc.create_time()))) < 1.0 \
+            and proc.status() != psutil.STATUS_ZOMBIE
+    except (psutil.Error, KeyError, TypeError, ValueError):
+        return False
+
+
+def _parse_holder(text: str | None) -> dict | None:
+    try:
+        holder = json.loads(text or "")
+    except ValueError:
+        return None
+    return holder if isinstance(holder, dict) and "start" in holder and "limit" in holder else None
+
+
+def lost_since(tags: dict) -> dict | None:
+    """The holder of a non-final state that is past limit + grace and gone, else None."""
+    if tags.get(STATE_TAG) not in LIVE:
+        return None
+    holder = _parse_holder(tags.get(HOLDER_TAG))
+    if holder is None:
+        return None
+    try:
+        deadline = float(holder["start"]) + float(holder["limit"]) + lost_grace()
+    except (TypeError, ValueError):
+        return None
+    if clock() <= deadline or holder_alive(holder):
+        return None
+    return holder
+
+
+def correct_lost(name: str, version: str | int, client=None, *, tags: dict | None = None) -> bool:
+    """Write `Error` (`validator_lost`) on a version whose live state's validator is gone; once:
+    the tags are re-read right before the write, and the holder tag is cleared with it.
+    Returns whether a correction was written."""
+    client = _client(client)
+    version = str(version)
+    tags = dict(tags if tags is not None else client.get_model_version(name, version).tags)
+    if lost_since(tags) is None:
+        return False
+    fresh = dict(client.get_model_version(name, version).tags)
+    holder = lost_since(fresh)
+    if holder is None or fresh.get(HOLDER_TAG) != tags.get(HOLDER_TAG):
+        return False
+    _retrying(client.set_model_version_tag, name, version, HOLDER_TAG, "")
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(holder["start"])))
+    message = (f"the validator (pid {holder.get('pid')} on {holder.get('host')}, started {started}, limit "
+               f"{float(holder['limit']):.0f} s) is gone and left the version {fresh.get(STATE_TAG)}")
+    RegistryRecorder(name, version, client)(Transition(ERROR, utc_now(), LOST_REASON, message), [])
+    return True
 
 
 TRANSIENT_MARKS = ("UNIQUE constraint", "IntegrityError", "locked", "were matched")
@@ -219,8 +333,6 @@ def _restore_alias(client, name: str, alias: str, bad_version: str, previous: st
 
 
 def _now() -> str:
-    from mlflow_numerai.sandbox.states import utc_now
-
     return utc_now()
 
 
@@ -237,7 +349,8 @@ class Gate:
 
     def describe(self) -> str:
         if self.name == "upload_state":
-            return f"upload_state is {self.value!r}, must be 'Success'"
+            why = f" ({self.source})" if self.source and self.source != STATE_TAG else ""
+            return f"upload_state is {self.value!r}{why}, must be 'Success'"
         if self.value is None:
             return f"{self.name}: no metric found ({self.source}), needs >= {self.threshold}"
         gap = float(self.threshold) - float(self.value)
@@ -282,8 +395,12 @@ def evaluate_gates(name: str, version: str | int, *, min_corr: float | None = No
     """The promotion gates of a version: upload state Success, then the metric thresholds given."""
     client = _client(client)
     mv = client.get_model_version(name, str(version))
+    if correct_lost(name, version, client, tags=mv.tags):
+        mv = client.get_model_version(name, str(version))
     state = mv.tags.get(STATE_TAG)
-    gates = [Gate("upload_state", state, SUCCESS, state == SUCCESS, STATE_TAG)]
+    reason = mv.tags.get(REASON_TAG) or ""
+    gates = [Gate("upload_state", state, SUCCESS, state == SUCCESS,
+                  f"reason {reason}" if state != SUCCESS and reason else STATE_TAG)]
     for gate_name, threshold, keys in (("min_corr", min_corr, CORR_METRICS), ("min_sharpe", min_sharpe, SHARPE_METRICS)):
         if threshold is None:
             continue

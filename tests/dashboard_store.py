@@ -107,7 +107,7 @@ def fill_contract_store(tracking_uri: str, *, eras: int = 12, n_members: int = 2
     from mlflow.tracking import MlflowClient
 
     from mlflow_numerai.registry import RegistryRecorder, promote
-    from mlflow_numerai.sandbox.states import UploadStateMachine
+    from mlflow_numerai.upload_states import UploadStateMachine
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     rng = np.random.default_rng(seed)
@@ -296,7 +296,7 @@ def fill_real_store(tracking_uri: str, data_dir: str | Path, *, families: tuple[
 
     from mlflow_numerai.entrypoints import TRAIN_COMMANDS
     from mlflow_numerai.registry import promote
-    from mlflow_numerai.sandbox.validate import validate
+    from mlflow_numerai.uploads.validate import validate
     from mlflow_numerai.tracking import ensure_tracking_uri
 
     import importlib

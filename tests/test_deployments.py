@@ -14,7 +14,7 @@ from mlflow.exceptions import MlflowException
 
 from mlflow_numerai.plugins import deployments as plugin
 from mlflow_numerai.registry import STATE_TAG
-from mlflow_numerai.sandbox.states import FAILED, SUCCESS
+from mlflow_numerai.upload_states import FAILED, SUCCESS
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from mlflow_numerai.registry import (
     HISTORY_TAG, REASON_TAG, STATE_TAG, VALIDATION_RUN_TAG, PromotionError, RegistryError,
     RegistryRecorder, promote, promote_command, upload_state,
 )
-from mlflow_numerai.sandbox.states import (
+from mlflow_numerai.upload_states import (
     ERROR, FAILED, PENDING, RUNNING, SUCCESS, VALIDATING, UploadStateMachine,
 )
 
@@ -280,7 +280,7 @@ def _good_fn():
 
 
 def test_validating_a_version_records_states_and_a_linked_run(client, live_path, uniq):
-    from mlflow_numerai.sandbox.validate import validate
+    from mlflow_numerai.uploads.validate import validate
 
     _register(uniq, _good_fn(), live_path)
     report = validate(f"models:/{uniq}/1", live=live_path)
@@ -306,7 +306,7 @@ def test_validating_a_version_records_states_and_a_linked_run(client, live_path,
 
 
 def test_validation_diagnostics_logged_and_gate_uses_them(client, synthetic_dir, uniq):
-    from mlflow_numerai.sandbox.validate import validate
+    from mlflow_numerai.uploads.validate import validate
 
     feature = sorted(c for c in pd.read_parquet(synthetic_dir / "live.parquet").columns if c.startswith("feature"))[0]
 
@@ -329,7 +329,7 @@ def test_validation_diagnostics_logged_and_gate_uses_them(client, synthetic_dir,
 
 
 def test_validator_crash_records_error_never_a_stuck_state(client, live_path, monkeypatch, uniq):
-    from mlflow_numerai.sandbox import validate as validate_module
+    from mlflow_numerai.uploads import validate as validate_module
 
     _register(uniq, _good_fn(), live_path)
 
@@ -347,7 +347,7 @@ def test_validator_crash_records_error_never_a_stuck_state(client, live_path, mo
 
 
 def test_validate_cli_on_a_model_uri(client, live_path, uniq):
-    from mlflow_numerai.sandbox.cli import validate as validate_cli
+    from mlflow_numerai.uploads.cli import validate as validate_cli
 
     _register(uniq, _good_fn(), live_path)
     result = CliRunner().invoke(validate_cli, [f"models:/{uniq}/1", "--live", str(live_path), "--json"])
@@ -366,7 +366,7 @@ def test_parse_models_uri():
 
 
 def test_interrupted_validation_is_recorded_as_error(client, live_path, monkeypatch, uniq):
-    from mlflow_numerai.sandbox import validate as validate_module
+    from mlflow_numerai.uploads import validate as validate_module
 
     _register(uniq, _good_fn(), live_path)
 
@@ -402,7 +402,7 @@ def test_forecast_profile_reads_the_declared_contract(client, uniq, written, sta
     import mlflow
 
     from mlflow_numerai.packaging import log_numerai_model
-    from mlflow_numerai.sandbox.validate import validate
+    from mlflow_numerai.uploads.validate import validate
 
     contract = {"columns": ["step", "realgdp_forecast", "realgdp_lower", "realgdp_upper"], "horizon": 6,
                 "max_horizon": 12}

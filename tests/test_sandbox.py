@@ -19,12 +19,12 @@ import pytest
 from click.testing import CliRunner
 
 from mlflow_numerai.sandbox import checks
-from mlflow_numerai.sandbox.cli import validate as validate_cli
+from mlflow_numerai.uploads.cli import validate as validate_cli
 from mlflow_numerai.sandbox.runner import THREAD_ENV, TOKEN_ENV, SandboxLimits, bwrap_status, parse_memory, run_pickle
-from mlflow_numerai.sandbox.states import (
+from mlflow_numerai.upload_states import (
     ERROR, FAILED, PENDING, RUNNING, SUCCESS, VALIDATING, TransitionError, UploadStateMachine,
 )
-from mlflow_numerai.sandbox.validate import ValidationArgumentError, validate
+from mlflow_numerai.uploads.validate import ValidationArgumentError, validate
 
 HAS_BWRAP = bwrap_status()[0] is not None
 

@@ -185,7 +185,7 @@ def validate_and_promote(name: str, version: str, alias: str) -> str:
     (the version keeps its recorded Failed/Error state and no alias).
     """
     from mlflow_numerai.registry import promote
-    from mlflow_numerai.sandbox.validate import validate
+    from mlflow_numerai.uploads.validate import validate
 
     report = validate(f"models:/{name}/{version}", profile="forecast")
     click.echo(f"varmax: sandbox validation of {name} version {version}: {report.status}"

@@ -57,7 +57,7 @@ def target_help() -> str:
 
 def run_local(target, name, model_uri, flavor=None, config=None):
     """Run the upload flow locally on `model_uri` without recording a deployment; print the report."""
-    from mlflow_numerai.sandbox.validate import validate
+    from mlflow_numerai.uploads.validate import validate
     from mlflow_numerai.tracking import ensure_tracking_uri
 
     ensure_tracking_uri()
@@ -179,8 +179,8 @@ class NumeraiDeploymentClient(BaseDeploymentClient):
 
     # ------------------------------------------------------------------ the flow
     def _deploy(self, name: str, model_uri: str, config: dict | None, previous: dict | None) -> dict:
-        from mlflow_numerai.sandbox.states import SUCCESS, utc_now
-        from mlflow_numerai.sandbox.validate import ValidationArgumentError, validate
+        from mlflow_numerai.upload_states import SUCCESS, utc_now
+        from mlflow_numerai.uploads.validate import ValidationArgumentError, validate
 
         options = _Options(config or {})
         # Everything an upload needs is checked before any work: keys, model name, options.

@@ -1,7 +1,7 @@
-"""Run a predict.pkl in a child process under Numerai's limits; the upload state machine.
+"""Run a predict.pkl in a child process under Numerai's limits.
 
-Modules: `validate` (the whole upload flow: `from mlflow_numerai.sandbox.validate import
-validate`), `runner` (one sandboxed child run: `run_pickle`, `SandboxLimits`), `child` (the
-script the child runs; imports nothing of this package), `checks` (output checks), `states`
-(the upload state machine), `cli` (`mlflow-numerai validate`).
+Modules: `runner` (one sandboxed child run: `run_pickle`, `SandboxLimits`), `child` (the script
+the child runs; imports nothing of this package), `checks` (output checks). The sandbox imports
+nothing above it: the upload flow that drives it is `mlflow_numerai.uploads`, the upload states
+are `mlflow_numerai.upload_states` (next to `registry.py`).
 """

@@ -770,8 +770,9 @@ def run_pickle(
 def site_paths(interpreter: str) -> list[str] | None:
     """The site-packages directories to put on the child's path when it starts without `site`
     (`-S`: no .pth files run, e.g. no editable-install finders; faster). None for another
-    interpreter, which then keeps its own `site` processing."""
-    if os.path.realpath(interpreter) != os.path.realpath(sys.executable):
+    interpreter, which then keeps its own `site` processing. A virtual environment is told by its
+    directory (pyvenv.cfg), not by the real file: its python links to the same base interpreter."""
+    if os.path.dirname(os.path.abspath(interpreter)) != os.path.dirname(os.path.abspath(sys.executable)):
         return None
     import site
 

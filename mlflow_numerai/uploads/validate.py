@@ -24,12 +24,16 @@ import pandas as pd
 
 from mlflow_numerai.sandbox import checks
 from mlflow_numerai.sandbox.runner import SandboxError, SandboxLimits, SandboxOutcome, run_pickle
-from mlflow_numerai.sandbox.states import (
-    ERROR, EXIT_CODES, FAILED, PENDING, RUNNING, SUCCESS, VALIDATING, UploadStateMachine,
+from mlflow_numerai.upload_states import (
+    ERROR, EXIT_CODES, FAILED, LIVE, PENDING, RUNNING, SUCCESS, VALIDATING, UploadStateMachine,
 )
+from mlflow_numerai.uploads import images
 
 VALIDATION_EXPERIMENT = "numerai-uploads"
 SUPPORTED_PYTHONS = ("3.10", "3.11", "3.12", "3.13")
+IMAGE_ENV = "MLFLOW_NUMERAI_IMAGE"  # the default of --image (e.g. `none` on a machine without PyPI)
+IMAGE_CHOICES = (*images.IMAGES, "none")
+_MODULE_NOT_FOUND = __import__("re").compile(r"No module named '([^']+)'")
 
 
 class ValidationArgumentError(ValueError):
@@ -79,6 +83,7 @@ class ValidationReport:
     stragglers_killed: int = 0
     network_attempts: list[str] = field(default_factory=list)
     log_tail: str = ""
+    image: dict | None = None  # Numerai's runtime image: name, source of the pins, pins used, env
 
     @property
     def exit_code(self) -> int:
@@ -205,16 +210,25 @@ def validate(
     profile: str | None = None,
     log_run: bool | None = None,
     experiment: str = VALIDATION_EXPERIMENT,
+    image: str | None = None,
 ) -> ValidationReport:
     """Run the whole upload flow for `target` and return its report.
 
     `python`: Numerai's runtime (default: this interpreter's major.minor); `pickle_python`: the
     version the pickle was made with (default: the model's recorded one, else this interpreter).
     `log_run`: log a validation run (default: when the target is a model URI).
+    `image`: Numerai's runtime image to run the pickle in (`py3.10`..`py3.13`: a cached environment
+    with its exact pins), or `none` (this environment); default `MLFLOW_NUMERAI_IMAGE`, else the
+    image of `python`, else of the pickle's Python.
     Raises ValidationArgumentError for bad arguments (before anything is recorded).
     """
     limits = limits or SandboxLimits()
     target = str(target)
+    image = image or os.environ.get(IMAGE_ENV) or None
+    if image is not None and image not in IMAGE_CHOICES:
+        raise ValidationArgumentError(f"--image must be one of {list(IMAGE_CHOICES)}, got {image!r}")
+    if image not in (None, "none") and python is not None and images.python_of_image(image) != python:
+        raise ValidationArgumentError(f"--python {python} contradicts --image {image}")
     for label, value in (("--python", python), ("--pickle-python", pickle_python)):
         if value is not None and value not in SUPPORTED_PYTHONS:
             raise ValidationArgumentError(f"{label} must be one of {list(SUPPORTED_PYTHONS)}, got {value!r}")
@@ -237,7 +251,7 @@ def validate(
             raise ValidationArgumentError(f"--validation {str(validation)!r} has no 'era' column")
         return _run_flow(resolved, profile, live_frame, bench_frame, valid_frame, limits, python,
                          pickle_python, workdir, experiment,
-                         resolved.model_uri is not None if log_run is None else log_run)
+                         resolved.model_uri is not None if log_run is None else log_run, image)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -255,11 +269,14 @@ def _forecast_input(target: Target, live_path: Path | None) -> pd.DataFrame:
 class _Flow:
     """One validation: the state machine, its recorder and the validation run."""
 
-    def __init__(self, target: Target, experiment: str, log_run: bool):
-        from mlflow_numerai.registry import RegistryRecorder
+    def __init__(self, target: Target, experiment: str, log_run: bool, phase_limits: dict[str, float]):
+        from mlflow_numerai.registry import RegistryRecorder, correct_lost
 
         self.target = target
+        self.phase_limits = phase_limits
         self.recorder = RegistryRecorder(target.model_name, target.model_version) if target.model_version else None
+        if self.recorder is not None:  # a state a dead validator left behind is corrected first
+            correct_lost(target.model_name, target.model_version, self.recorder.client)
         self.machine = UploadStateMachine(self._record)
         self.run_id = None
         self.client = None
@@ -280,6 +297,10 @@ class _Flow:
 
     def _record(self, transition, history) -> None:
         if self.recorder is not None:
+            if transition.state in LIVE:  # who holds it, before the state, so readers see both
+                from mlflow_numerai.registry import holder_record
+
+                self.recorder.hold(holder_record(self.phase_limits[transition.state]))
             self.recorder(transition, history)
         if self.client is not None:
             self.client.set_tag(self.run_id, "numerai.upload_state", transition.state)
@@ -290,8 +311,24 @@ class _Flow:
         return self.machine.history_dicts()
 
 
-def _run_flow(target, profile, live, bench, valid, limits, python, pickle_python, workdir, experiment, log_run):
-    flow = _Flow(target, experiment, log_run)
+PHASE_MARGIN = 120.0  # seconds a phase may take besides its child runs and installs
+
+
+def phase_limits(limits: SandboxLimits, image: str | None, with_validation: bool) -> dict[str, float]:
+    """The most each live state may last (seconds): what a holder records, so a reader can tell a
+    dead validator from a slow one. With an image: the build, and one install + rerun per stage."""
+    runs = 2 if with_validation else 1
+    install = images.INSTALL_TIMEOUT if image != "none" else 0.0
+    return {
+        PENDING: PHASE_MARGIN + 2 * install,
+        RUNNING: PHASE_MARGIN + runs * limits.timeout_seconds * (2 if install else 1) + runs * install,
+        VALIDATING: PHASE_MARGIN + 180.0,
+    }
+
+
+def _run_flow(target, profile, live, bench, valid, limits, python, pickle_python, workdir, experiment, log_run,
+              image=None):
+    flow = _Flow(target, experiment, log_run, phase_limits(limits, image, valid is not None))
     report = ValidationReport(
         status=PENDING, reason=None, message="", target=target.spec, model_name=target.model_name,
         model_version=target.model_version, profile=profile, python={}, limits=asdict(limits),
@@ -299,7 +336,7 @@ def _run_flow(target, profile, live, bench, valid, limits, python, pickle_python
     )
     flow.machine.to(PENDING)
     try:
-        _stages(flow, report, target, profile, live, bench, valid, limits, python, pickle_python, workdir)
+        _stages(flow, report, target, profile, live, bench, valid, limits, python, pickle_python, workdir, image)
     except Exception as exc:  # noqa: BLE001 - the validator broke: Error, never a stuck state
         report.status, report.reason = ERROR, "validator"
         report.message = f"the validator failed: {exc!r}"
@@ -323,24 +360,48 @@ def _finish(flow: _Flow, report: ValidationReport, state: str, reason: str | Non
     flow.machine.to(state, reason, message)
 
 
-def _stages(flow, report, target, profile, live, bench, valid, limits, python, pickle_python, workdir):
+def _stages(flow, report, target, profile, live, bench, valid, limits, python, pickle_python, workdir, image=None):
     from mlflow_numerai.sandbox.runner import network_method
 
     report.network_isolation = network_method(limits.network)
-    runtime = python or _python_of_this()
     made_with = pickle_python or target.metadata.get("python_version") or _python_of_this()
+    if image is None:  # Numerai runs a pickle in the image of its Python
+        image = images.image_of_python(python or made_with)
+    if image != "none":
+        runtime = images.python_of_image(image)
+    else:
+        runtime = python or _python_of_this()
     report.python = {"pickle": made_with, "runtime": runtime, "interpreter": _python_of_this()}
     if made_with != runtime:
         _finish(flow, report, FAILED, "python_mismatch",
                 f"the pickle was made with Python {made_with} but the runtime is Python {runtime}")
         return
-    interpreter = sys.executable if runtime == _python_of_this() else shutil.which(f"python{runtime}")
+    env = None
+    if image != "none":
+        env = _ImageRun(image, target.pickle_path, report)
+        missing = env.plan.missing
+        if missing:
+            _finish(flow, report, FAILED, "import",
+                    f"Import error reading pickle: it imports {', '.join(repr(m) for m in missing)}, which "
+                    f"Numerai's {image} image does not have (no pinned distribution provides it)")
+            return
+        try:
+            interpreter = env.ensure()
+        except images.ImageError as exc:
+            _finish(flow, report, ERROR, "runtime", f"cannot make Numerai's {image} environment: {exc}")
+            return
+        report.python["interpreter"] = runtime
+    else:
+        interpreter = sys.executable if runtime == _python_of_this() else shutil.which(f"python{runtime}")
     if interpreter is None:
         _finish(flow, report, ERROR, "runtime", f"no Python {runtime} interpreter here to run the pickle in")
         return
     flow.machine.to(RUNNING)
     outcome = run_pickle(target.pickle_path, live, benchmarks=bench, limits=limits, profile=profile,
                          interpreter=interpreter, output_dir=workdir / "live")
+    if env is not None and env.retry_for(outcome):
+        outcome = run_pickle(target.pickle_path, live, benchmarks=bench, limits=limits, profile=profile,
+                             interpreter=interpreter, output_dir=workdir / "live")
     _absorb(report, outcome)
     if outcome.status != "ok":
         _finish(flow, report, FAILED if outcome.status == "failed" else ERROR, outcome.reason,
@@ -350,6 +411,9 @@ def _stages(flow, report, target, profile, live, bench, valid, limits, python, p
     if valid is not None:
         valid_outcome = run_pickle(target.pickle_path, _features_only(valid), benchmarks=None, limits=limits,
                                    profile=profile, interpreter=interpreter, output_dir=workdir / "validation")
+        if env is not None and env.retry_for(valid_outcome):
+            valid_outcome = run_pickle(target.pickle_path, _features_only(valid), benchmarks=None, limits=limits,
+                                       profile=profile, interpreter=interpreter, output_dir=workdir / "validation")
         _absorb(report, valid_outcome, stage="validation")
         if valid_outcome.status != "ok":
             _finish(flow, report, FAILED if valid_outcome.status == "failed" else ERROR, valid_outcome.reason,
@@ -374,6 +438,46 @@ def _stages(flow, report, target, profile, live, bench, valid, limits, python, p
         _finish(flow, report, FAILED, failures[0].reason, failures[0].message)
         return
     _finish(flow, report, SUCCESS, None, "the submission passed every check")
+
+
+class _ImageRun:
+    """One validation's use of an image environment: the scan, the build, the one retry."""
+
+    def __init__(self, image: str, pickle_path: Path, report: ValidationReport):
+        self.image = image
+        self.scan = images.pickle_modules(pickle_path)
+        self.plan = images.plan(image, self.scan)
+        self.env = images.ImageEnv(image, progress=lambda m: print(f"[validate] {m}", file=sys.stderr, flush=True))
+        self.retried = False
+        self.report = report
+        report.image = {"name": image, "pins_source": images.PROVENANCE, "modules": self.plan.modules,
+                        "missing": self.plan.missing, "env": str(self.env.path), "env_built": False,
+                        "build_seconds": 0.0, "installed": [], "install_seconds": 0.0, "pins": {},
+                        "skipped_pins": [], "installer": images.installer(), "retried_for": None}
+
+    def ensure(self, dists: list[str] | None = None) -> str:
+        info = self.env.ensure(self.plan.dists if dists is None else dists)
+        image = self.report.image
+        image["env_built"] = image["env_built"] or info.built
+        image["build_seconds"] = round(image["build_seconds"] + info.build_seconds, 2)
+        image["installed"] = sorted(set(image["installed"]) | set(info.installed))
+        image["install_seconds"] = round(image["install_seconds"] + info.install_seconds, 2)
+        image["pins"], image["skipped_pins"], image["installer"] = info.pins, info.skipped, info.installer
+        return info.python
+
+    def retry_for(self, outcome: SandboxOutcome) -> bool:
+        """Install the image's distribution of a module the child could not import and say to run
+        again (once per validation); False when there is nothing the image could add."""
+        if self.retried or outcome.reason != "import":
+            return False
+        match = _MODULE_NOT_FOUND.search(f"{outcome.message}\n{outcome.traceback or ''}")
+        dist = images.dist_of_module(match.group(1), self.image) if match else None
+        if dist is None or dist in images.CORE or dist in (self.env.marker() or {}).get("extras", []):
+            return False
+        self.retried = True
+        self.report.image["retried_for"] = match.group(1)
+        self.ensure([*self.plan.dists, dist])
+        return True
 
 
 def _absorb(report: ValidationReport, outcome: SandboxOutcome, stage: str = "live") -> None:

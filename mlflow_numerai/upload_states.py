@@ -1,4 +1,4 @@
-"""The upload state machine of Numerai's model uploads.
+"""The upload state machine of Numerai's model uploads (recorded on model versions by `registry`).
 
 `Pending -> Running -> Validating -> Success`, or `Error` (the validator broke) / `Failed` (the
 model's fault) with a reason code, from any state that is not final. Every transition is
@@ -16,13 +16,15 @@ PENDING, RUNNING, VALIDATING, SUCCESS, FAILED, ERROR = (
 )
 STATES = (PENDING, RUNNING, VALIDATING, SUCCESS, FAILED, ERROR)
 FINAL = frozenset({SUCCESS, FAILED, ERROR})
+LIVE = frozenset({PENDING, RUNNING, VALIDATING})  # held by a running validator
 ALLOWED: dict[str | None, frozenset[str]] = {
     None: frozenset({PENDING}),
     PENDING: frozenset({RUNNING, FAILED, ERROR}),
     RUNNING: frozenset({VALIDATING, FAILED, ERROR}),
     VALIDATING: frozenset({SUCCESS, FAILED, ERROR}),
 }
-# Reason codes of `Failed` (the model's fault); `Error` uses `validator` or `runtime`.
+# Reason codes of `Failed` (the model's fault); `Error` uses `validator`, `runtime`, `interrupted`
+# or `validator_lost` (the validator died and a reader corrected its state).
 FAILED_REASONS = (
     "unpickle", "python_mismatch", "import", "signature", "exception", "oom", "timeout", "network",
     "crash", "invalid_output:<check>",

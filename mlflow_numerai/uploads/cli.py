@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from mlflow_numerai.sandbox.states import ERROR, FAILED, SUCCESS
+from mlflow_numerai.upload_states import ERROR, FAILED, SUCCESS
 
 
 def _memory(ctx, param, value):
@@ -39,6 +39,10 @@ def _memory(ctx, param, value):
               help="Python of Numerai's runtime image (default: this interpreter's).")
 @click.option("--pickle-python", type=click.Choice(["3.10", "3.11", "3.12", "3.13"]), default=None,
               help="Python the pickle was made with (default: the model's recorded one, else this interpreter's).")
+@click.option("--image", type=click.Choice(["py3.10", "py3.11", "py3.12", "py3.13", "none"]), default=None,
+              help="Numerai's runtime image to judge in: a cached environment with its exact pins "
+                   "(default: MLFLOW_NUMERAI_IMAGE, else the image of the pickle's Python); "
+                   "'none': this environment.")
 @click.option("--profile", type=click.Choice(["numerai", "forecast"]), default=None,
               help="Output checks (default: the model's recorded profile, else numerai).")
 @click.option("--network", type=click.Choice(["auto", "namespace", "guard"]), default="auto", show_default=True,
@@ -50,15 +54,15 @@ def _memory(ctx, param, value):
               help="Log a validation run to MLflow (default: when TARGET is a model URI).")
 @click.option("--tracking-uri", default=None, help="Tracking/registry URI (default: MLFLOW_TRACKING_URI or ./mlflow.db).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a summary.")
-def validate(target, live, benchmarks, validation, data_dir, cpus, memory, timeout, python, pickle_python, profile,
-             network, isolation, log_run, tracking_uri, as_json):
+def validate(target, live, benchmarks, validation, data_dir, cpus, memory, timeout, python, pickle_python, image,
+             profile, network, isolation, log_run, tracking_uri, as_json):
     """Run TARGET (a model URI or a predict.pkl path) in a sandboxed child process.
 
     Exit code 0 Success, 1 Failed (the model's fault), 2 Error or bad arguments.
     """
     from mlflow_numerai.sandbox.runner import SandboxError, SandboxLimits, isolation_method
-    from mlflow_numerai.sandbox.validate import ValidationArgumentError
-    from mlflow_numerai.sandbox.validate import validate as run_validation
+    from mlflow_numerai.uploads.validate import ValidationArgumentError
+    from mlflow_numerai.uploads.validate import validate as run_validation
     from mlflow_numerai.tracking import ensure_tracking_uri
 
     try:
@@ -84,7 +88,8 @@ def validate(target, live, benchmarks, validation, data_dir, cpus, memory, timeo
         ensure_tracking_uri(tracking_uri)
     try:
         report = run_validation(target, live=live, benchmarks=benchmarks, validation=validation, limits=limits,
-                                python=python, pickle_python=pickle_python, profile=profile, log_run=log_run)
+                                python=python, pickle_python=pickle_python, profile=profile, log_run=log_run,
+                                image=image)
     except (ValidationArgumentError, SandboxError, FileNotFoundError) as exc:
         _fail_args(as_json, str(exc))
     if as_json:
@@ -115,6 +120,10 @@ def _print_summary(report) -> None:
     table.add_row("peak memory", f"{report.peak_memory_bytes / 2**20:.0f} MiB ({report.memory_enforcement})")
     table.add_row("network", str(report.network_isolation))
     table.add_row("isolation", str(report.isolation))
+    if report.image:
+        img = report.image
+        table.add_row("image", f"Numerai {img['name']} ({len(img['pins'])} pins used, "
+                               f"env {'built' if img['env_built'] else 'reused'}: {img['env']})")
     table.add_row("history", " -> ".join(h["state"] for h in report.history[-4:]))
     if report.diagnostics and report.diagnostics.get("corr_mean") is not None:
         d = report.diagnostics
