@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("mlflow_numerai.entrypoints:train", "Train a model family and log it to MLflow."),
     "validate": ("mlflow_numerai.uploads.cli:validate", "Run a predict.pkl in Numerai's sandbox limits."),
     "promote": ("mlflow_numerai.registry:promote_command", "Move an alias to a validated model version."),
+    "ensemble": ("mlflow_numerai.entrypoints.ensemble:ensemble", "Blend registered models into one predict.pkl model."),
     "dashboard": ("mlflow_numerai.dashboard:dashboard_command", "Start the Streamlit dashboard."),
     "pipeline": ("mlflow_numerai.entrypoints.pipeline:pipeline", "Run the whole job: data, models, validation, promotion."),
 }

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 FAMILY_TAG = "numerai.family"
-FAMILIES = ("baseline", "keras_stream", "bayes_nn", "bnn_study", "varmax")
+FAMILIES = ("baseline", "keras_stream", "bayes_nn", "bnn_study", "varmax", "ensemble")
 UPLOAD_STATE_TAG = "numerai.upload_state"
 UPLOAD_REASON_TAG = "numerai.upload_reason"
 UPLOAD_HISTORY_TAG = "numerai.upload_history"
@@ -51,6 +51,7 @@ CREATE_COMMANDS = {
     "bayes_nn": "mlflow-numerai train bnn-study",
     "keras_stream": "mlflow-numerai train keras-stream",
     "varmax": "mlflow-numerai train varmax",
+    "ensemble": "mlflow-numerai ensemble numerai-ensemble --member models:/<a>/1 --member models:/<b>/1",
 }
 
 SUMMARY_METRICS = (
@@ -587,6 +588,61 @@ def study_runs(runs: pd.DataFrame) -> pd.DataFrame:
     studies = runs[runs["family"] == "bnn_study"]
     nested = studies["parent_run_id"].isin(studies["run_id"])
     return studies[~nested].reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model ensembles (`mlflow-numerai ensemble`): blends of registered models
+
+ENSEMBLE_METRICS = ("numerai_corr_mean", "numerai_corr_sharpe", "best_member_corr_mean",
+                    "blend_minus_best_member_corr", "mean_member_rank_corr")
+ENSEMBLE_WEIGHTS_ARTIFACT = "ensemble/weights.csv"
+ENSEMBLE_SIDE_BY_SIDE_ARTIFACT = "ensemble/side_by_side.csv"
+ENSEMBLE_PER_ERA_ARTIFACT = "ensemble/per_era_corr.csv"
+ENSEMBLE_MEMBER_CORR_ARTIFACT = "ensemble/member_corr.csv"
+
+
+def ensemble_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per `ensemble` run: name, objective, members, blend and best-member corr."""
+    cols = ["run_id", "run_name", "name", "objective", "n_members", *ENSEMBLE_METRICS]
+    if runs.empty or "family" not in runs:
+        return pd.DataFrame(columns=cols)
+    sel = runs[runs["family"] == "ensemble"]
+    out = metric_columns(sel, ENSEMBLE_METRICS)
+    for param in ("name", "objective", "n_members"):
+        out[param] = sel[f"params.{param}"] if f"params.{param}" in sel else None
+    return out[cols].reset_index(drop=True)
+
+
+def ensemble_weights(tracking_uri: str, run_id: str) -> pd.DataFrame:
+    """member, uri, weight of an ensemble run (`ensemble/weights.csv`)."""
+    df = read_artifact_csv(tracking_uri, run_id, ENSEMBLE_WEIGHTS_ARTIFACT)
+    return df if df is not None else pd.DataFrame(columns=["member", "uri", "weight"])
+
+
+def ensemble_side_by_side(tracking_uri: str, run_id: str) -> pd.DataFrame:
+    """The evaluator's scores of each member and of the blend (index: model; last row the blend)."""
+    df = read_artifact_csv(tracking_uri, run_id, ENSEMBLE_SIDE_BY_SIDE_ARTIFACT, index_col=0)
+    return df if df is not None else pd.DataFrame()
+
+
+def ensemble_per_era(tracking_uri: str, run_id: str) -> pd.DataFrame:
+    """Per era and model (members and the blend): corr and cumulative corr, long format."""
+    df = read_artifact_csv(tracking_uri, run_id, ENSEMBLE_PER_ERA_ARTIFACT, dtype={"era": str})
+    if df is None:
+        return pd.DataFrame(columns=["era", "model", "corr", "cumulative"])
+    df = df.set_index(df.columns[0])
+    cumulative = df.fillna(0).cumsum()
+    long = df.rename_axis("era").stack(future_stack=True).rename("corr").reset_index()
+    long.columns = ["era", "model", "corr"]
+    long["cumulative"] = cumulative.stack(future_stack=True).to_numpy()
+    long["era"] = long["era"].astype(str)
+    return long
+
+
+def ensemble_member_corr(tracking_uri: str, run_id: str) -> pd.DataFrame:
+    """The members' rank correlation matrix (mean over eras)."""
+    df = read_artifact_csv(tracking_uri, run_id, ENSEMBLE_MEMBER_CORR_ARTIFACT, index_col=0)
+    return df if df is not None else pd.DataFrame()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ from typing import Any, Callable
 import click
 
 PIPELINE_DATA = "default"  # --data-dir value: synthetic data made by the `data` step
-SUMMARY_METRICS = ("numerai_corr_mean", "numerai_corr_sharpe", "ensemble_corr_mean", "burn_auc")
+SUMMARY_METRICS = ("numerai_corr_mean", "numerai_corr_sharpe", "ensemble_corr_mean", "burn_auc",
+                   "best_member_corr_mean")
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,15 @@ STEPS: tuple[Step, ...] = (
     Step("validate_bayes_nn", "validate",
          lambda ctx: {"model_uri": "models:/numerai-bayes-nn/latest", "data_dir": str(ctx.data_dir)},
          "sandboxed upload validation of the Bayesian NN"),
+    # Blend the three Numerai models into one registered predict.pkl, then validate it like any model.
+    Step("ensemble", "ensemble",
+         lambda ctx: {"name": "numerai-ensemble", "data_dir": str(ctx.data_dir), "objective": "corr",
+                      "members": "models:/numerai-baseline/latest,models:/numerai-keras-stream/latest,"
+                                 "models:/numerai-bayes-nn/latest"},
+         "blend of the registered models (weights fitted on validation): log, evaluate, register"),
+    Step("validate_ensemble", "validate",
+         lambda ctx: {"model_uri": "models:/numerai-ensemble/latest", "data_dir": str(ctx.data_dir)},
+         "sandboxed upload validation of the ensemble"),
     Step("promote", "promote",
          lambda ctx: {"name": "numerai-baseline", "version": "latest", "alias": "champion", "min_corr": 0.0},
          "move @champion to the validated version if its gates pass"),

@@ -1,5 +1,6 @@
-"""Ensembles: a Bayesian NN's posterior ensemble versus its members, across priors and
-architectures, and the JS divergence between the models' corr distributions."""
+"""Ensembles: blends of registered models (members vs blend, weights, member correlations), then
+a Bayesian NN's posterior ensemble versus its members, across priors and architectures, and the
+JS divergence between the models' corr distributions."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from mlflow_numerai.dashboard_app import common as ui
 
 st.title("Ensembles")
 uri = ui.require_store()
+from mlflow_numerai.dashboard_app.model_ensembles import render_model_ensembles  # noqa: E402
+
+render_model_ensembles(uri)
+st.subheader("Bayesian NN: posterior ensembles")
 runs = ui.family_runs(uri, ("bayes_nn", "bnn_study"), "bayes_nn", "No Bayesian-NN runs yet")
 table = data.bnn_table(runs)
 if table.empty:
