@@ -119,8 +119,7 @@ def test_promotion_moves_alias_with_audit_trail(client, uniq):
     assert first.previous_version is None
     second = promote(uniq, v2, "champion")
     assert second.previous_version == v1
-    assert client.get_registered_model(uniq).aliases["champion"] == int(v2) or \
-        str(client.get_registered_model(uniq).aliases["champion"]) == v2
+    assert str(client.get_registered_model(uniq).aliases["champion"]) == v2
     tags = client.get_model_version(uniq, v2).tags
     assert tags["numerai.promotion.alias"] == "champion"
     assert tags["numerai.promotion.previous_version"] == v1
