@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: install demo test ui dashboard bench clean
+.PHONY: install demo test test-fast ui dashboard bench clean
 
 install: $(VENV)/.installed
 
@@ -18,7 +18,11 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mlflow run projects -e main --env-manager local
 
+# `make test` runs everything (CI); `make test-fast` (or plain `pytest`) skips the e2e marker.
 test: install
+	$(BIN)/python -m pytest -m "e2e or not e2e"
+
+test-fast: install
 	$(BIN)/python -m pytest
 
 ui: install

@@ -342,7 +342,13 @@ def test_pages_show_what_the_real_entry_points_logged(real_store, monkeypatch):
     assert "Jensen-Shannon" in " ".join(h.value for h in at.subheader)
     assert any(c.get("layer", [{}])[0].get("mark", {}).get("type") == "rect" for c in charts(at))
     at = open_page(uri, "uncertainty", monkeypatch)
-    aucs = [client.get_run(r).data.metrics.get("burn_auc") for r in bayesian]
-    aucs = [a for a in aucs if a is not None and not np.isnan(a)]
-    if aucs:
-        assert metrics(at)["Best burn AUC"] == f"{max(aucs):.3f}"
+    aucs = []
+    for run_id in bayesian:  # AUC by its definition: P(uncertainty of a burn era > of another), ties 1/2
+        per_era = _artifact_csv(uri, run_id, "bnn/per_era.csv").dropna(subset=["ensemble_corr"])
+        burn = per_era["ensemble_corr"] < 0
+        assert 0 < burn.sum() < len(per_era), "the fixture's study needs burn and non-burn eras"
+        pos, neg = per_era.loc[burn, "uncertainty"].to_numpy(), per_era.loc[~burn, "uncertainty"].to_numpy()
+        auc = ((pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean())
+        assert client.get_run(run_id).data.metrics["burn_auc"] == pytest.approx(auc, abs=1e-9)
+        aucs.append(auc)
+    assert metrics(at)["Best burn AUC"] == f"{max(aucs):.3f}"

@@ -122,7 +122,13 @@ def test_create_get_list_predict_update_delete(client, store):
     response = client.predict("slot", store["live_frame"].reset_index())
     preds = pd.DataFrame(response["predictions"])
     assert list(preds.columns) == ["id", "prediction"]
-    assert set(preds["id"]) == set(store["live_frame"].index)
+    # `good` is the rank of feature_a (ties in row order) over n + 1: the stable sort's positions
+    live = store["live_frame"]
+    positions = np.empty(len(live))
+    positions[np.argsort(live["feature_a"].to_numpy(), kind="stable")] = np.arange(1, len(live) + 1)
+    expected = pd.Series(positions / (len(live) + 1), index=live.index)
+    assert sorted(preds["id"]) == sorted(live.index)
+    np.testing.assert_allclose(preds.set_index("id")["prediction"].loc[live.index], expected, rtol=0, atol=1e-12)
 
     updated = client.update_deployment("slot", "models:/slow/1", config={"live": store["live"], "timeout": "3"})
     assert (updated["state"], updated["reason"]) == (FAILED, "timeout")

@@ -278,5 +278,11 @@ def test_through_log_numerai_model(tracking, synthetic_dir):
     preds = predict(validation)
     corr = scoring.per_era_numerai_corr(preds, validation["target"], validation["era"])["prediction"]
     assert result.metrics["numerai_corr_mean"] == pytest.approx(corr.mean(), abs=1e-12)
-    for t in targets:
-        assert f"numerai_corr_mean_{t}" in result.metrics and f"mmc_mean_{t}" in result.metrics
+    assert len(targets) == 2
+    meta = config["meta_model"]
+    for t in targets:  # each auxiliary target scored as the scoring module scores it
+        aux = scoring.per_era_numerai_corr(preds, validation[t], validation["era"], max_filtered_ratio=None)
+        assert result.metrics[f"numerai_corr_mean_{t}"] == pytest.approx(aux["prediction"].mean(), abs=1e-12), t
+        mmc = scoring.per_era_correlation_contribution(preds, meta, validation[t], validation["era"],
+                                                        max_filtered_ratio=None)
+        assert result.metrics[f"mmc_mean_{t}"] == pytest.approx(mmc["prediction"].mean(), abs=1e-12), t

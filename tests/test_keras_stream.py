@@ -61,13 +61,17 @@ def test_each_epoch_streams_in_one_pass(trained):
     assert result.training_reads == [(0, 0), (0, 0), (1, 0)]
 
 
-def test_training_reports_every_epoch(trained):
+def test_training_reports_every_epoch(trained, synthetic_dir):
     result, logged, validation = trained
+    train = read_split(synthetic_dir, "train")
+    train_rows = int(train[TARGETS].notna().all(axis=1).sum())  # rows with a NaN target are not trained on
     assert [e for e, _ in logged] == [0, 1]
     for _, metrics in logged:
         assert set(metrics) == {"loss", "val_loss", "val_corr_mean", "val_corr_sharpe", "rows_per_sec", "epoch_seconds"}
         assert all(np.isfinite(v) for v in metrics.values())
-        assert metrics["rows_per_sec"] > 0 and 0 < metrics["loss"] < 1
+        # throughput is every training row over the epoch's time (its value is not a test matter)
+        assert metrics["rows_per_sec"] * metrics["epoch_seconds"] == pytest.approx(train_rows, rel=1e-9)
+        assert 0 < metrics["loss"] < 1
     assert list(result.history.index) == [0, 1]
     assert result.best_epoch == int(result.history["val_corr_mean"].idxmax())
     assert list(result.val_per_era.index) == validation.eras

@@ -282,7 +282,7 @@ def test_params_reach_with_params_and_default_is_plain(store, tmp_path, live):
     model = mlflow.pyfunc.load_model(info.model_uri)
     pd.testing.assert_frame_equal(model.predict(live), predict(live))
     with_uncertainty = model.predict(live, params={"return_std": True})
-    assert list(with_uncertainty.columns) == ["prediction", "prediction_std"]
+    pd.testing.assert_frame_equal(with_uncertainty, base(live).assign(prediction_std=0.25))
     # Numerai still runs the plain one-parameter function
     assert packaging.predict_arity(load_predict(download_predict_pkl(info.model_uri, tmp_path))) == 1
 
@@ -291,16 +291,22 @@ def test_two_parameter_predict_gets_benchmarks_and_empty_frame(store, tmp_path, 
     import mlflow
 
     base = make_linear_predict(np.ones(len(FEATURES)))
-    seen = []
+    calls = tmp_path / "calls"  # the served copy is unpickled: it records its arguments on disk
+    calls.mkdir()
 
     def predict(live_features, live_benchmark_models):
-        seen.append(live_benchmark_models.index.equals(live_features.index))
+        pd.to_pickle((live_features.index, live_benchmark_models), calls / f"{len(list(calls.iterdir()))}.pkl")
         return base(live_features)
 
     info = log_numerai_model(predict, input_example=live)
     model = mlflow.pyfunc.load_model(info.model_uri)
+    for old in calls.iterdir():  # calls made while logging are not the served one
+        old.unlink()
     pd.testing.assert_frame_equal(model.predict(live), base(live))
-    assert seen and all(seen)
+    # one call, with an empty frame (no benchmark models) indexed exactly like the live rows
+    ((index, benchmarks),) = [pd.read_pickle(p) for p in calls.iterdir()]
+    assert index.equals(live.index) and benchmarks.shape == (len(live), 0)
+    assert benchmarks.index.equals(live.index)
 
 
 def test_forecast_profile_records_contract_and_skips_numerai_checks(store, tmp_path):

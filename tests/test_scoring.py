@@ -337,7 +337,11 @@ def test_too_many_ids_dropped_raises():
     sparse.iloc[: len(sparse) // 2] = np.nan  # half the ids of the first eras lose their target
     with pytest.raises(ScoringError, match="keep fewer than 80%"):
         scoring.per_era_numerai_corr(preds, sparse, eras)
-    scoring.per_era_numerai_corr(preds, sparse, eras, max_filtered_ratio=None)  # opt out: scores
+    # opt out: every era scored on the ids that kept their target, as the pandas recipe does
+    got = scoring.per_era_numerai_corr(preds, sparse, eras, max_filtered_ratio=None)
+    want = ref_per_era(ref_numerai_corr_one, preds, eras, sparse)
+    assert list(got.index) == list(want.index) and got.notna().all().all()
+    np.testing.assert_allclose(got.to_numpy(), want.loc[got.index, got.columns].to_numpy(), rtol=0, atol=TOL)
     with pytest.raises(ScoringError, match="max_filtered_ratio must be in"):
         scoring.per_era_numerai_corr(preds, target, eras, max_filtered_ratio=1.5)
 

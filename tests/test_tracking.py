@@ -32,11 +32,15 @@ def test_a_set_uri_is_respected(tmp_path, monkeypatch):
 
 
 def test_cli_run_lands_in_cwd_store(tmp_path):
-    """A command run with no URI set writes `mlflow.db` where it was started."""
+    """A command run with no URI set writes its run into `mlflow.db` where it was started."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    code = "from mlflow_numerai.tracking import ensure_tracking_uri; import mlflow; ensure_tracking_uri(); mlflow.start_run(); mlflow.end_run()"
-    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, check=True, timeout=120)
-    assert (tmp_path / "mlflow.db").exists()
+    code = ("from mlflow_numerai.tracking import ensure_tracking_uri; import mlflow; ensure_tracking_uri(); "
+            "run = mlflow.start_run(); mlflow.log_param('marker', 'cwd-store'); mlflow.end_run(); print(run.info.run_id)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, check=True, timeout=500,
+                          capture_output=True, text=True)
+    run_id = done.stdout.strip().splitlines()[-1]
+    run = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(run_id)  # that store holds the run
+    assert run.data.params == {"marker": "cwd-store"} and run.info.status == "FINISHED"
 
 
 def test_new_experiment_artifacts_stay_beside_the_default(tracking_uri, tmp_path, monkeypatch):

@@ -3,7 +3,7 @@ Chromium loads every page and finds the model names, upload states and metrics i
 
 Screenshots go to tests/artifacts/ (gitignored). With DASHBOARD_SCREENSHOT=<path> the
 "Models & uploads" screenshot is also copied there (how docs/dashboard.png is made:
-`DASHBOARD_SCREENSHOT=docs/dashboard.png .venv/bin/pytest tests/e2e/test_dashboard_browser.py`).
+`DASHBOARD_SCREENSHOT=docs/dashboard.png .venv/bin/pytest -m e2e tests/e2e/test_dashboard_browser.py`).
 """
 
 from __future__ import annotations
