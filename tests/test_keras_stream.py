@@ -65,7 +65,8 @@ def test_training_reports_every_epoch(trained):
     result, logged, validation = trained
     assert [e for e, _ in logged] == [0, 1]
     for _, metrics in logged:
-        assert set(metrics) == {"loss", "val_loss", "val_corr_mean", "val_corr_sharpe", "rows_per_sec", "epoch_seconds"}
+        assert set(metrics) == {"loss", "val_loss", "val_corr_mean", "val_corr_sharpe", "learning_rate",
+                                "rows_per_sec", "epoch_seconds"}
         assert all(np.isfinite(v) for v in metrics.values())
         assert metrics["rows_per_sec"] > 0 and 0 < metrics["loss"] < 1
     assert list(result.history.index) == [0, 1]
