@@ -67,7 +67,8 @@ def test_training_reports_every_epoch(trained, synthetic_dir):
     train_rows = int(train[TARGETS].notna().all(axis=1).sum())  # rows with a NaN target are not trained on
     assert [e for e, _ in logged] == [0, 1]
     for _, metrics in logged:
-        assert set(metrics) == {"loss", "val_loss", "val_corr_mean", "val_corr_sharpe", "rows_per_sec", "epoch_seconds"}
+        assert set(metrics) == {"loss", "val_loss", "val_corr_mean", "val_corr_sharpe", "learning_rate",
+                                "rows_per_sec", "epoch_seconds"}
         assert all(np.isfinite(v) for v in metrics.values())
         # throughput is every training row over the epoch's time (its value is not a test matter)
         assert metrics["rows_per_sec"] * metrics["epoch_seconds"] == pytest.approx(train_rows, rel=1e-9)

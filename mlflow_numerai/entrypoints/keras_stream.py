@@ -76,9 +76,18 @@ def learning_curve_figure(history):
               help="Dropout rate after each hidden layer.")
 @click.option("--noise", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
               help="Standard deviation of Gaussian input noise (features scaled to 0..1).")
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=4096, show_default=True)
-@click.option("--learning-rate", type=click.FloatRange(min=0.0, min_open=True), default=1e-3, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True,
+              help="The budget: at most this many epochs (early stopping may end sooner).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
+@click.option("--learning-rate", type=click.FloatRange(min=0.0, min_open=True), default=3e-3, show_default=True,
+              help="Peak Adam learning rate (after the warm-up).")
+@click.option("--lr-schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True,
+              help="cosine: linear warm-up, then cosine decay to 1 %% of the peak at the end of the budget.")
+@click.option("--warmup-epochs", type=click.FloatRange(min=0.0), default=1.0, show_default=True,
+              help="Epochs of linear warm-up from 10 %% of the peak learning rate (cosine schedule).")
+@click.option("--patience", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Stop after this many epochs without a better validation corr (0: run the whole budget); "
+                   "the best epoch's weights are kept.")
 @click.option("--shuffle-window", type=click.IntRange(min=1), default=131072, show_default=True,
               help="Rows shuffled together (after shuffling the era order each epoch).")
 @click.option("--prefetch", type=click.IntRange(min=1), default=4, show_default=True,
@@ -93,9 +102,9 @@ def learning_curve_figure(history):
 @click.option("--tracking-uri", default=None,
               help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db).")
 def keras_stream(data_dir: str, feature_set: str, targets: str, hidden: str, dropout: float, noise: float,
-                 epochs: int, batch_size: int, learning_rate: float, shuffle_window: int, prefetch: int,
-                 loader_threads: int, seed: int, cache_dir: str | None, registered_model_name: str,
-                 tracking_uri: str | None) -> None:
+                 epochs: int, batch_size: int, learning_rate: float, lr_schedule: str, warmup_epochs: float,
+                 patience: int, shuffle_window: int, prefetch: int, loader_threads: int, seed: int,
+                 cache_dir: str | None, registered_model_name: str, tracking_uri: str | None) -> None:
     """Keras MLP streamed from an era-sharded int8 cache: train, log predict.pkl, evaluate, register."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import mlflow
@@ -123,7 +132,8 @@ def keras_stream(data_dir: str, feature_set: str, targets: str, hidden: str, dro
     from mlflow_numerai.packaging import log_numerai_model
 
     config = KerasStreamConfig(hidden=hidden_sizes, dropout=dropout, noise=noise, epochs=epochs,
-                               batch_size=batch_size, learning_rate=learning_rate, window=shuffle_window,
+                               batch_size=batch_size, learning_rate=learning_rate, lr_schedule=lr_schedule,
+                               warmup_epochs=warmup_epochs, patience=patience, window=shuffle_window,
                                prefetch=prefetch, threads=loader_threads, seed=seed)
     train_dir, val_dir = cache_dirs(path, features, target_list, root=cache_dir)
     click.echo(f"keras_stream: caching train and validation ({len(features)} features) under {train_dir.parent}")
@@ -134,7 +144,8 @@ def keras_stream(data_dir: str, feature_set: str, targets: str, hidden: str, dro
         mlflow.log_params({
             "data_dir": str(path), "feature_set": feature_set, "targets": ",".join(target_list),
             "hidden": ",".join(map(str, hidden_sizes)), "dropout": dropout, "noise": noise, "epochs": epochs,
-            "batch_size": batch_size, "learning_rate": learning_rate, "shuffle_window": shuffle_window,
+            "batch_size": batch_size, "learning_rate": learning_rate, "lr_schedule": lr_schedule,
+            "warmup_epochs": warmup_epochs, "patience": patience, "shuffle_window": shuffle_window,
             "prefetch": prefetch, "loader_threads": loader_threads, "seed": seed, "n_features": len(features),
         })
         mlflow.log_metrics({
@@ -151,7 +162,11 @@ def keras_stream(data_dir: str, feature_set: str, targets: str, hidden: str, dro
                        f"val_corr_mean={metrics['val_corr_mean']:.4f} rows/s={metrics['rows_per_sec']:.0f}")
 
         result = train_keras_stream(train_cache, val_cache, config, on_epoch_end=log_epoch, verbose=0)
-        mlflow.log_metric("best_epoch", result.best_epoch)
+        mlflow.log_metrics({"best_epoch": result.best_epoch, "epochs_run": len(result.history),
+                            "best_val_corr_mean": float(result.val_per_era.mean())})
+        if result.stopped_early:
+            click.echo(f"keras_stream: stopped early after {len(result.history)} of {epochs} epochs "
+                       f"(no better validation corr for {patience})")
         fig = learning_curve_figure(result.history)
         mlflow.log_figure(fig, "keras_stream/learning_curve.png")
         import matplotlib.pyplot as plt

@@ -202,17 +202,33 @@ def registered_states(versions: list[str]) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def corr_columns(results: list[StepResult], metric: str = "numerai_corr_mean") -> list[tuple[str, str]]:
+    """Per step: (its validation corr, the baseline's next to it with the difference), blank
+    for steps that score nothing (data, validate, ...)."""
+    base = next((r.metrics.get(metric) for r in results if r.name == "baseline"), None)
+    out = []
+    for r in results:
+        corr = r.metrics.get(metric)
+        if corr is None:
+            out.append(("", ""))
+        elif base is None or r.name == "baseline":
+            out.append((f"{corr:.4f}", ""))
+        else:
+            out.append((f"{corr:.4f}", f"{base:.4f} ({corr - base:+.4f})"))
+    return out
+
+
 def print_summary(results: list[StepResult], tracking_uri: str, data_dir: Path) -> None:
     """A table of the steps, then how to look at the results."""
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title="mlflow-numerai pipeline")
-    for column in ("step", "status", "run", "seconds", "scores", "registered"):
+    for column in ("step", "status", "run", "seconds", "validation corr", "baseline corr", "scores", "registered"):
         table.add_column(column, overflow="fold")
-    for r in results:
+    for r, (corr, baseline) in zip(results, corr_columns(results)):
         scores = ", ".join(f"{k}={v:.4f}" for k, v in sorted(r.metrics.items()))
-        table.add_row(r.name, r.status, r.run_id or "", f"{r.seconds:.1f}", scores or r.note[:60],
+        table.add_row(r.name, r.status, r.run_id or "", f"{r.seconds:.1f}", corr, baseline, scores or r.note[:60],
                       ", ".join(r.versions))
     console = Console(width=None if sys.stdout.isatty() else 160)  # logs: do not truncate
     console.print(table)

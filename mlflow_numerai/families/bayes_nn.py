@@ -103,10 +103,13 @@ class BNNSpec:
     hidden: tuple[int, ...] = DEFAULT_HIDDEN
     prior: str = "normal"
     target_model: str = "single"
+    prior_scale: float = 1.0  # weight prior standard deviation, in units of He's sqrt(2 / fan_in)
 
     def __post_init__(self) -> None:
         if int(self.n_features) < 1:
             raise ValueError(f"n_features must be >= 1, got {self.n_features}")
+        if not (isinstance(self.prior_scale, (int, float)) and math.isfinite(self.prior_scale) and self.prior_scale > 0):
+            raise ValueError(f"prior_scale must be a finite number > 0, got {self.prior_scale!r}")
         object.__setattr__(self, "hidden", parse_hidden(self.hidden))
         check_prior(self.prior)
         check_target_model(self.target_model)
@@ -205,7 +208,8 @@ def bnn_model(
     h = x
     last = len(spec.layer_shapes) - 1
     for i, (fan_in, fan_out) in enumerate(spec.layer_shapes):
-        w = pyro.sample(f"layer{i}.weight", weight_prior(spec.prior, (fan_in, fan_out), he_scale(fan_in)))
+        scale = spec.prior_scale * he_scale(fan_in)
+        w = pyro.sample(f"layer{i}.weight", weight_prior(spec.prior, (fan_in, fan_out), scale))
         b = pyro.sample(f"layer{i}.bias", weight_prior(spec.prior, (fan_out,), BIAS_PRIOR_SCALE))
         h = h @ w + b
         if i < last:
@@ -229,14 +233,20 @@ def initial_values(spec: BNNSpec, *, seed: int, sigma: Sequence[float]) -> dict[
     return values
 
 
-def bnn_guide(model: Callable, spec: BNNSpec, *, seed: int, sigma: Sequence[float], init_scale: float = 0.01):
-    """Mean-field Gaussian guide (`AutoNormal`) started at the He initialisation.
+def bnn_guide(model: Callable, spec: BNNSpec, *, seed: int, sigma: Sequence[float], init_scale: float = 0.01,
+              zero_output: bool = False):
+    """Mean-field Gaussian guide (`AutoNormal`) started at the He initialisation; with
+    `zero_output` the output layer's weights start at 0 (the net starts as the constant mean: a
+    random function of the He draw is larger than the weak signal and takes steps to unlearn).
 
     A small `init_scale` keeps early samples near that start; the default 0.1 would swamp the
     He scale of the wider layers."""
     from pyro.infer.autoguide import AutoNormal
 
     inits = initial_values(spec, seed=seed, sigma=sigma)
+    if zero_output:
+        last = len(spec.layer_shapes) - 1
+        inits[f"layer{last}.weight"] = torch.zeros_like(inits[f"layer{last}.weight"])
     return AutoNormal(model, init_loc_fn=lambda site: inits[site["name"]], init_scale=init_scale)
 
 
@@ -269,6 +279,7 @@ class TrainingBatches:
     y_std: np.ndarray  # per target, of the centred targets
     y_std_pooled: float  # all centred targets together (H1's one sigma)
     epoch: Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]] = field(repr=False)
+    batch_size: int = 0  # rows per minibatch (0: unknown), for step-based learning-rate schedules
 
 
 def _target_stats(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -300,7 +311,7 @@ def array_batches(x: np.ndarray, y: np.ndarray, *, batch_size: int = 4096, seed:
         for idx in torch.randperm(len(xt), generator=gen).split(batch_size):
             yield xt[idx], yt[idx]
 
-    return TrainingBatches(len(xt), xt.shape[1], mean, std, pooled, epoch)
+    return TrainingBatches(len(xt), xt.shape[1], mean, std, pooled, epoch, batch_size=int(batch_size))
 
 
 def stream_batches(stream) -> TrainingBatches:
@@ -315,7 +326,8 @@ def stream_batches(stream) -> TrainingBatches:
         for x, y in torch_batches(stream, e):
             yield x - 0.5, y
 
-    return TrainingBatches(stream.n_rows, stream.cache.n_features, mean, std, pooled, epoch)
+    return TrainingBatches(stream.n_rows, stream.cache.n_features, mean, std, pooled, epoch,
+                           batch_size=int(stream.batch_size))
 
 
 def _check_training_args(epochs: int, lr: float) -> None:
@@ -339,17 +351,23 @@ def fit_svi(
     lr: float = 1e-3,
     seed: int = 0,
     init_scale: float = 0.01,
+    final_lr_fraction: float = 1.0,
+    zero_output: bool = False,
     on_epoch: Callable[[int, dict], None] | None = None,
     progress: bool = True,
 ) -> SVIFit:
     """Fit the mean-field posterior by SVI (Trace_ELBO, Adam) on the minibatches of `train`.
 
-    `train` has one target column per target of `spec.target_model`. `on_epoch(epoch, metrics)`
-    is called after each epoch with `elbo_loss` (per row) and `rows_per_sec`."""
+    The learning rate decays geometrically from `lr` to `lr * final_lr_fraction` at the last
+    step (1: constant). `zero_output`: see `bnn_guide`. `train` has one target column per target of `spec.target_model`.
+    `on_epoch(epoch, metrics)` is called after each epoch with `elbo_loss` (per row),
+    `learning_rate` and `rows_per_sec`."""
     import pyro
     from pyro.infer import SVI, Trace_ELBO
 
     _check_training_args(epochs, lr)
+    if not 0.0 < final_lr_fraction <= 1.0:
+        raise ValueError(f"final_lr_fraction must be in (0, 1], got {final_lr_fraction}")
     if len(train.y_mean) != len(spec.targets):
         raise ValueError(f"target model {spec.target_model!r} needs {len(spec.targets)} target columns, "
                          f"got {len(train.y_mean)}")
@@ -358,20 +376,26 @@ def fit_svi(
     pyro.set_rng_seed(seed)
     model = partial(bnn_model, spec=spec, n_rows=n)
     sigma = train.y_std if spec.target_model != "h1" else [train.y_std_pooled]
-    guide = bnn_guide(model, spec, seed=seed, sigma=sigma, init_scale=init_scale)
-    svi = SVI(model, guide, pyro.optim.Adam({"lr": lr}), Trace_ELBO())
+    guide = bnn_guide(model, spec, seed=seed, sigma=sigma, init_scale=init_scale, zero_output=zero_output)
+    steps_per_epoch = max(1, math.ceil(n / train.batch_size)) if train.batch_size else 1
+    decay = final_lr_fraction ** (1.0 / max(1, epochs * steps_per_epoch - 1))
+    scheduler = pyro.optim.ExponentialLR({"optimizer": torch.optim.Adam, "optim_args": {"lr": lr}, "gamma": decay})
+    svi = SVI(model, guide, scheduler, Trace_ELBO())
     fit = SVIFit(spec=spec, guide=guide, y_offset=train.y_mean)
-    start = time.perf_counter()
+    start, done = time.perf_counter(), 0
     for epoch in _progress(range(epochs), progress, f"SVI {spec.prior}"):
         tick, total, steps = time.perf_counter(), 0.0, 0
         for x, y in train.epoch(epoch):
             # the plate scales the minibatch likelihood by n / len(x)
             total += svi.step(x, y - offset, torch.arange(len(x)))
+            scheduler.step()
             steps += 1
+        done += steps
         seconds = time.perf_counter() - tick
         fit.losses.append(total / steps / n)
         if on_epoch is not None:
-            on_epoch(epoch, {"elbo_loss": fit.losses[-1], "rows_per_sec": n / seconds})
+            on_epoch(epoch, {"elbo_loss": fit.losses[-1], "rows_per_sec": n / seconds,
+                             "learning_rate": lr * decay ** (done - 1)})
     fit.seconds = time.perf_counter() - start
     fit.rows_per_sec = n * epochs / fit.seconds
     return fit

@@ -1,10 +1,13 @@
 """A Keras MLP trained from a streamed era-sharded cache (maths only, no MLflow).
 
 The network: optional GaussianNoise on the inputs, Dense(ReLU, He init) hidden layers each
-followed by optional Dropout, a linear output per target; MSE, Adam. It reads batches from a
-`BatchStream` (features scaled to 0..1) and, after each epoch, predicts the validation stream in
-era order and scores the per-era numerai_corr of the first target's output. The best epoch's
-weights (highest mean validation corr) are kept.
+followed by optional Dropout, a linear output per target that starts as the constant training
+mean of the targets (zero kernel, bias at the mean: else the first few hundred steps only fit
+the bias and unlearn the random function of the initial weights); MSE, Adam with a linear
+warm-up then cosine decay over the epoch budget. It reads batches from a `BatchStream`
+(features scaled to 0..1) and, after each epoch, predicts the validation stream in era order and
+scores the per-era numerai_corr of the first target's output. Training stops early when that
+corr has not improved for `patience` epochs, and the best epoch's weights are restored.
 
 The trained network becomes a Numerai `predict(live_features)` that runs a pure-numpy forward
 pass of the extracted weights, so `predict.pkl` needs numpy and pandas only (no TensorFlow at
@@ -32,16 +35,23 @@ Layers = list[tuple[np.ndarray, np.ndarray]]  # (kernel, bias) per Dense layer, 
 PREDICT_CHUNK_ROWS = 65536  # rows per forward-pass chunk in predict (bounded memory)
 
 
+LR_SCHEDULES = ("cosine", "constant")
+
+
 @dataclass(frozen=True)
 class KerasStreamConfig:
-    """Hyper-parameters of the streamed MLP (defaults: the seed's 128-64-64 NN starter)."""
+    """Hyper-parameters of the streamed MLP (the seed's 128-64-64 NN starter; budget, learning
+    rate and schedule chosen by the study in benchmarks/README.md, "Families that learn")."""
 
     hidden: tuple[int, ...] = (128, 64, 64)
     dropout: float = 0.0
     noise: float = 0.0
-    epochs: int = 10
+    epochs: int = 10  # the budget: at most this many epochs (early stopping may end sooner)
     batch_size: int = 4096
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-3  # peak rate, reached after the warm-up
+    lr_schedule: str = "cosine"  # cosine: warm-up then cosine decay to 1 % over the budget
+    warmup_epochs: float = 1.0
+    patience: int = 3  # epochs without a better validation corr before stopping (0: never stop)
     window: int = 131072
     prefetch: int = 4
     threads: int = 1  # training leaves little CPU idle: one loader thread contends least
@@ -58,6 +68,12 @@ class KerasStreamConfig:
             raise ValueError(f"noise must be >= 0, got {self.noise!r}")
         if not self.learning_rate > 0.0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if not self.warmup_epochs >= 0.0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs!r}")
+        if not isinstance(self.patience, (int, np.integer)) or isinstance(self.patience, bool) or self.patience < 0:
+            raise ValueError(f"patience must be an integer >= 0, got {self.patience!r}")
         for name in ("epochs", "batch_size", "window", "prefetch", "threads"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
@@ -74,8 +90,9 @@ class KerasStreamResult:
     layers: Layers
     features: list[str]
     targets: list[str]
-    history: pd.DataFrame  # one row per epoch: loss, val_loss, val_corr_mean, ...
+    history: pd.DataFrame  # one row per epoch: loss, val_loss, val_corr_mean, learning_rate, ...
     best_epoch: int
+    stopped_early: bool  # early stopping ended training before the epoch budget
     val_per_era: pd.Series  # best epoch's per-era validation corr (first target)
     model: object = field(repr=False, default=None)
 
@@ -84,8 +101,25 @@ class KerasStreamResult:
 # network
 
 
-def build_mlp(n_features: int, n_targets: int, config: KerasStreamConfig):
-    """The compiled Keras MLP: [GaussianNoise] -> (Dense ReLU [-> Dropout])* -> Dense linear."""
+def learning_rate_schedule(config: KerasStreamConfig, steps_per_epoch: int):
+    """The optimizer's learning rate: constant, or a linear warm-up from 10 % to the peak over
+    `warmup_epochs` then a cosine decay to 1 % of it at the end of the epoch budget."""
+    import keras
+
+    if config.lr_schedule == "constant":
+        return config.learning_rate
+    total = max(1, config.epochs * steps_per_epoch)
+    warmup = min(total - 1, int(round(config.warmup_epochs * steps_per_epoch)))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=config.learning_rate * (0.1 if warmup else 1.0), decay_steps=total - warmup,
+        alpha=0.01, warmup_target=config.learning_rate if warmup else None, warmup_steps=warmup,
+    )
+
+
+def build_mlp(n_features: int, n_targets: int, config: KerasStreamConfig, *, steps_per_epoch: int = 1,
+              target_mean: Sequence[float] | None = None):
+    """The compiled Keras MLP: [GaussianNoise] -> (Dense ReLU [-> Dropout])* -> Dense linear,
+    the output bias at `target_mean` (the targets' training mean) when given."""
     import keras
 
     keras.utils.set_random_seed(config.seed)
@@ -97,10 +131,14 @@ def build_mlp(n_features: int, n_targets: int, config: KerasStreamConfig):
         layers.append(keras.layers.Dense(units, activation="relu", kernel_initializer=init, name=f"hidden_{i}"))
         if config.dropout > 0:
             layers.append(keras.layers.Dropout(config.dropout, seed=config.seed + 100 + i))
-    init = keras.initializers.GlorotUniform(seed=config.seed + 1000)
-    layers.append(keras.layers.Dense(n_targets, kernel_initializer=init, name="output"))
+    # A zero output kernel: the net starts as a constant and grows the (weak) signal, instead
+    # of first unlearning a random function that is larger than the signal and ranks rows.
+    layers.append(keras.layers.Dense(n_targets, kernel_initializer="zeros", name="output"))
     model = keras.Sequential(layers, name="numerai_mlp")
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate), loss="mse")
+    if target_mean is not None:
+        model.layers[-1].bias.assign(np.asarray(target_mean, dtype=np.float32).reshape(n_targets))
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate_schedule(config, steps_per_epoch))
+    model.compile(optimizer=optimizer, loss="mse")
     return model
 
 
@@ -201,7 +239,8 @@ def train_keras_stream(
     """Train the MLP on the streamed `train` cache, scoring `validation` after each epoch.
 
     `on_epoch_end(epoch, metrics)` gets loss, val_loss, val_corr_mean, val_corr_sharpe,
-    rows_per_sec and epoch_seconds as each epoch ends (for logging). The best epoch by
+    learning_rate, rows_per_sec and epoch_seconds as each epoch ends (for logging). Training
+    stops once val_corr_mean has not improved for `config.patience` epochs; the best epoch by
     val_corr_mean is restored before the predict closure is made."""
     import keras
 
@@ -220,7 +259,9 @@ def train_keras_stream(
     )
     val_targets = val_stream.targets()
     val_eras = val_stream.eras()
-    model = build_mlp(train.n_features, len(train.targets), config)
+    target_mean = train_stream.targets().mean(axis=0, dtype=np.float64)
+    model = build_mlp(train.n_features, len(train.targets), config, steps_per_epoch=train_stream.steps,
+                      target_mean=target_mean)
     rows: list[dict[str, float]] = []
     best: dict = {"corr": -np.inf, "epoch": -1, "weights": None, "per_era": None}
 
@@ -238,6 +279,7 @@ def train_keras_stream(
                 "val_loss": float(np.mean((outputs - val_targets) ** 2)),
                 "val_corr_mean": corr_mean,
                 "val_corr_sharpe": corr_sharpe,
+                "learning_rate": float(np.asarray(self.model.optimizer.learning_rate)),
                 "rows_per_sec": train.n_rows / seconds,
                 "epoch_seconds": seconds,
             }
@@ -246,6 +288,8 @@ def train_keras_stream(
                 best.update(corr=corr_mean, epoch=epoch, weights=self.model.get_weights(), per_era=per_era)
             if on_epoch_end is not None:
                 on_epoch_end(epoch, metrics)
+            if config.patience and epoch - max(best["epoch"], 0) >= config.patience:
+                self.model.stop_training = True
 
     dataset = keras_dataset(train_stream)
     try:
@@ -266,6 +310,7 @@ def train_keras_stream(
         targets=list(train.targets),
         history=pd.DataFrame(rows).set_index("epoch"),
         best_epoch=int(best["epoch"]),
+        stopped_early=len(rows) < config.epochs,
         val_per_era=best["per_era"],
         model=model,
     )
