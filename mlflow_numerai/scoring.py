@@ -973,8 +973,10 @@ def max_feature_exposure(
 
 
 def sharpe(per_era: pd.Series | pd.DataFrame):
-    """Mean over eras divided by the standard deviation (ddof=1), NaN eras skipped."""
-    return per_era.mean() / per_era.std()
+    """Mean over eras divided by the standard deviation (ddof=1), NaN eras skipped; NaN when
+    the scores do not vary (a clipped payout can be constant)."""
+    std = per_era.std()
+    return per_era.mean() / (std.where(std > 0) if isinstance(std, pd.Series) else (std if std > 0 else np.nan))
 
 
 def max_drawdown(per_era: pd.Series | pd.DataFrame):
