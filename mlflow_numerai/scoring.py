@@ -622,6 +622,9 @@ def _check_coverage(
     need = 1.0 - max_filtered_ratio
     era_of = _check_eras(eras, predictions.index)[has_target]
     share = pd.Series(covered[has_target], index=era_of.index).groupby(era_of.to_numpy()).mean()
+    # an era it does not cover at all scores NaN (Numerai's meta_model.parquet starts at a later
+    # era than the validation data); a partly covered era is misaligned data
+    share = share[share > 0]
     if share.min() < need:
         overall = covered[has_target].mean()
         raise ScoringError(

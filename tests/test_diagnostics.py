@@ -178,7 +178,7 @@ def test_meta_model_covering_too_few_ids_names_column_and_share():
     with pytest.raises(ScoringError, match=r"meta_model 'meta' covers (49|50)\.\d% of the prediction ids"):
         scoring.per_era_correlation_contribution(preds, partial, target, eras)
     with pytest.raises(ScoringError, match=r"benchmark 'bench' covers"):
-        scoring.per_era_bmc(preds, bench.drop(bench.index[: len(bench) // 2]), target, eras)
+        scoring.per_era_bmc(preds, bench.iloc[::2], target, eras)
     with pytest.raises(ScoringError, match=r"meta_model 'meta' covers"):
         scoring.per_era_corr_with(preds, partial, eras)
 
@@ -199,3 +199,12 @@ def test_many_columns_top_bottom_match_one_at_a_time():
         many = scoring.per_era_correlation_contribution(preds, meta, target, eras, top_bottom=10)
     one = scoring.per_era_correlation_contribution(preds[["p65"]], meta, target, eras, top_bottom=10)
     np.testing.assert_allclose(many[["p65"]].to_numpy(), one.to_numpy(), atol=1e-12)
+
+
+def test_meta_model_missing_whole_eras_scores_them_nan():
+    """Numerai's meta_model.parquet covers only the later validation eras."""
+    preds, target, eras, meta, *_ = make_data(8)
+    later = meta[eras.reindex(meta.index).isin(["0003", "0004"])]
+    with pytest.warns(RuntimeWarning, match="2 era"):
+        out = scoring.per_era_correlation_contribution(preds, later, target, eras)
+    assert out.loc[["0001", "0002"]].isna().all().all() and out.loc[["0003", "0004"]].notna().all().all()
