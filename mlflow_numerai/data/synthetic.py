@@ -124,7 +124,10 @@ class SyntheticParams:
         return "synthetic-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict:
-        return {k: int(v) for k, v in asdict(self).items()}
+        out = {k: int(v) for k, v in asdict(self).items()}
+        if not out["nan_percent"]:  # recorded only when used: metadata as before otherwise
+            del out["nan_percent"]
+        return out
 
     @classmethod
     def from_data_dir(cls, data_dir: str | os.PathLike) -> SyntheticParams:
