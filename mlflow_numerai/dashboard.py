@@ -76,6 +76,24 @@ BNN_PARAMS = ("prior", "hidden", "target_model", "n_samples")
 KERAS_METRICS = ("loss", "val_loss", "val_corr_mean", "val_corr_sharpe", "rows_per_sec")
 
 PER_ERA_CORR_ARTIFACT = "numerai_eval/per_era_corr.csv"
+PER_ERA_DIAGNOSTICS_ARTIFACT = "numerai_eval/per_era_diagnostics.csv"
+# Numerai's diagnostics tiles: (label, metric logged by the `numerai` evaluator, digits)
+DIAGNOSTIC_TILES = (
+    ("CORR", "numerai_corr_mean", 4),
+    ("MMC", "mmc_mean", 4),
+    ("BMC", "bmc_mean", 4),
+    ("CWMM", "cwmm_mean", 4),
+    ("TB200", "numerai_corr_tb200_mean", 4),
+    ("FNC", "fnc_mean", 4),
+    ("Max exposure", "max_feature_exposure", 4),
+    ("Churn", "churn_mean", 4),
+    ("Payout est.", "payout_mean", 4),
+    ("Sharpe", "numerai_corr_sharpe", 3),
+    ("Smart Sharpe", "numerai_corr_smart_sharpe", 3),
+    ("Max drawdown", "numerai_corr_max_drawdown", 4),
+)
+DIAGNOSTIC_CURVES = ("corr", "mmc", "bmc")
+LOWER_IS_BETTER = {"max_feature_exposure", "churn_mean", "numerai_corr_max_drawdown"}
 BNN_PER_ERA_ARTIFACT = "bnn/per_era.csv"
 BNN_MEMBERS_ARTIFACT = "bnn/members.csv"
 BNN_ROC_ARTIFACT = "bnn/roc.csv"
@@ -778,6 +796,36 @@ def per_era_corr(tracking_uri: str, run_ids: Iterable[str], target: str = "targe
     if not frames:
         return pd.DataFrame(columns=["run_id", "era", "corr", "cumulative_corr"])
     return pd.concat(frames, ignore_index=True)
+
+
+def per_era_diagnostics(tracking_uri: str, run_id: str) -> pd.DataFrame:
+    """The evaluator's per-era diagnostics of a run (era, corr, mmc, bmc, ...); empty when the
+    run has none."""
+    df = read_artifact_csv(tracking_uri, run_id, PER_ERA_DIAGNOSTICS_ARTIFACT, dtype={0: str})
+    if df is None or df.empty:
+        return pd.DataFrame(columns=["era"])
+    df = df.rename(columns={df.columns[0]: "era"})
+    df["era"] = df["era"].astype(str)
+    return df.sort_values("era", kind="stable").reset_index(drop=True)
+
+
+def cumulative_diagnostics(per_era: dict[str, pd.DataFrame], scores: Iterable[str] = DIAGNOSTIC_CURVES) -> pd.DataFrame:
+    """Long: version, era, score, value, cumulative (NaN eras count 0) for several versions."""
+    frames = []
+    for label, df in per_era.items():
+        for score in scores:
+            if score in df:
+                values = df[score].astype(float)
+                frames.append(pd.DataFrame({"version": label, "era": df["era"], "score": score.upper(),
+                                            "value": values, "cumulative": values.fillna(0).cumsum()}))
+    if not frames:
+        return pd.DataFrame(columns=["version", "era", "score", "value", "cumulative"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def diagnostic_tiles(metrics: dict[str, float]) -> list[tuple[str, float | None, int]]:
+    """(label, value or None when not logged, digits) for each of Numerai's tiles."""
+    return [(label, metrics.get(key), digits) for label, key, digits in DIAGNOSTIC_TILES]
 
 
 def era_stats(per_era: pd.DataFrame) -> pd.DataFrame:

@@ -39,6 +39,7 @@ from __future__ import annotations
 import functools
 import sys
 import warnings
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -65,8 +66,17 @@ __all__ = [
     "feature_exposure",
     "per_era_max_feature_exposure",
     "max_feature_exposure",
+    "per_era_bmc",
+    "per_era_corr_with",
+    "per_era_churn",
     "sharpe",
+    "smart_sharpe",
+    "autocorr_penalty",
+    "positive_share",
     "max_drawdown",
+    "PayoutPreset",
+    "PAYOUT_PRESETS",
+    "payout_estimate",
     "score_summary",
     "burn_auc",
     "burn_roc_curve",
@@ -122,12 +132,16 @@ def neutralize(values: np.ndarray, neutralizers: np.ndarray, proportion: float =
 
 
 @functools.lru_cache(maxsize=16)
-def _rank_table(n: int, p: float | None) -> np.ndarray:
+def _rank_table(n: int, p: float | str | None) -> np.ndarray:
     """Transformed value for each possible tie-kept rank index ``2 * rank - 2`` (0 .. 2n - 2).
 
     Computed as numerai-tools does element-wise: ``norm.ppf((rank - 0.5) / n)``, then the signed
-    power ``p`` (skipped when ``p`` is None). Cached: every era of the same size shares it."""
+    power ``p`` (skipped when ``p`` is None; ``p="rank"``: the plain rank, for Spearman).
+    Cached: every era of the same size shares it."""
     ranks = np.arange(2 * n - 1) / 2.0 + 1.0
+    if p == "rank":
+        ranks.flags.writeable = False
+        return ranks
     table = norm.ppf((ranks - 0.5) / n)
     table = table if p is None else power(table, p)
     table.flags.writeable = False
@@ -201,7 +215,7 @@ class _SortedTransform:
     ``column * n + i``) carry their own ``values``. Column sums and dot products are the base
     row's plus the corrections, so a dense (columns, rows) array is never needed."""
 
-    def __init__(self, continues: np.ndarray, p: float | None):
+    def __init__(self, continues: np.ndarray, p: float | str | None):
         k, n = continues.shape
         self.k, self.n = k, n
         table = _rank_table(n, p)
@@ -372,6 +386,7 @@ class _EraLayout:
         eras: pd.Series,
         max_filtered_ratio: float | None,
         extra_keep: np.ndarray | None = None,
+        by_id: bool = False,
     ):
         if max_filtered_ratio is not None and not (
             isinstance(max_filtered_ratio, (int, float)) and 0 <= max_filtered_ratio <= 1
@@ -417,11 +432,20 @@ class _EraLayout:
                     f"{1 - max_filtered_ratio:.0%} of their ids once predictions and targets are matched "
                     "(misaligned index or targets missing?); raise max_filtered_ratio to accept it"
                 )
+        # by_id: rows of an era in id order, so that ties break as numerai-tools' stable argsort
+        # on a sorted index does (top_bottom, churn); else in the order of the predictions
+        tiebreak = np.argsort(np.argsort(predictions.index, kind="stable")) if by_id else np.arange(len(keep))
         kept_rows = np.flatnonzero(keep)
-        order = kept_rows[np.argsort(codes[kept_rows], kind="stable")]
+        self.order = kept_rows[np.lexsort((tiebreak[kept_rows], codes[kept_rows]))]
         self.bounds = np.concatenate([[0], np.cumsum(n_kept)])
-        self.order = order
+        self.all_order = np.lexsort((tiebreak, codes))
+        self.all_bounds = np.concatenate([[0], np.cumsum(n_rows)])
+        self.keep = keep
         self.target = target
+
+    def all_rows(self, e: int) -> np.ndarray:
+        """Every prediction row of era ``e``, with or without a target."""
+        return self.all_order[self.all_bounds[e] : self.all_bounds[e + 1]]
 
     def __iter__(self):
         """(era position, rows of the predictions) for each era with rows to score."""
@@ -460,6 +484,38 @@ def _gauss_rows(values: np.ndarray, p: float | None) -> np.ndarray:
     return _unsort(_SortedTransform(continues, p).dense(), order)
 
 
+def _check_top_bottom(top_bottom) -> int | None:
+    """None for every row (numerai-tools: None or <= 0), else the positive count."""
+    if top_bottom is None:
+        return None
+    if isinstance(top_bottom, bool) or not isinstance(top_bottom, (int, np.integer)):
+        raise ScoringError(f"top_bottom must be an integer or None, got {top_bottom!r}")
+    return int(top_bottom) if top_bottom > 0 else None
+
+
+def _tb_positions(n: int, tb: int) -> np.ndarray:
+    """Sorted positions of the bottom ``tb`` and top ``tb`` rows."""
+    return np.r_[0:tb, n - tb : n]
+
+
+def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each row of ``a`` with the same row of ``b``."""
+    ac = a - a.mean(axis=1, keepdims=True)
+    bc = b - b.mean(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (ac * bc).sum(axis=1) / np.sqrt((ac * ac).sum(axis=1) * (bc * bc).sum(axis=1))
+
+
+def _warn_small_eras(labels: pd.Index, small: list, tb: int) -> None:
+    if small:
+        warnings.warn(
+            f"{len(small)} era(s) (e.g. {_examples(labels[small])}) have fewer than 2 * top_bottom = "
+            f"{2 * tb} rows and score NaN",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
 # --------------------------------------------------------------------------------------------
 # numerai_corr
 # --------------------------------------------------------------------------------------------
@@ -473,34 +529,47 @@ def per_era_numerai_corr(
     max_filtered_ratio: float | None = DEFAULT_MAX_FILTERED_RATIO,
     on_constant: OnConstant = "raise",
     progress: bool = False,
+    top_bottom: int | None = None,
 ) -> pd.DataFrame:
     """Numerai corr of every prediction column in every era: a DataFrame (eras x columns).
 
     ``predictions`` (ids x columns), ``targets`` and ``eras`` are indexed by id; ``eras`` must
     give the era of every prediction id. Per era this equals ``numerai_corr`` applied to that
     era's predictions and that era's targets. Ids without a target are not scored; an era that
-    keeps fewer than ``1 - max_filtered_ratio`` of its ids raises (None: no check). See the
-    module docstring for NaN cells.
+    keeps fewer than ``1 - max_filtered_ratio`` of its ids raises (None: no check).
+    ``top_bottom=N``: as numerai-tools, the correlation over the N lowest and N highest
+    transformed predictions of each era (ties broken by id); an era with fewer than 2 N rows is
+    NaN. See the module docstring for other NaN cells.
     """
     predictions = _check_predictions(predictions)
     targets = _check_target(targets)
     _check_on_constant(on_constant)
+    tb = _check_top_bottom(top_bottom)
     _check_not_constant(predictions, on_constant)
-    layout = _EraLayout(predictions, targets, eras, max_filtered_ratio)
+    layout = _EraLayout(predictions, targets, eras, max_filtered_ratio, by_id=tb is not None)
     values = _float_values(predictions)
     target_pow = power(layout.target, 1.5)
     out = np.full((len(layout.labels), predictions.shape[1]), np.nan)
+    small = []
     for e, rows in _progress(layout, progress, len(layout.labels), "numerai_corr"):
         t = target_pow[rows]
         if len(rows) < 2 or np.all(t == t[0]):
             continue  # one row or a constant target: no correlation (NaN)
+        if tb is not None and len(rows) < 2 * tb:
+            small.append(e)
+            continue
         block = _era_block(values, rows)
         for cols in _column_chunks(block.shape[1]):
             order, ties = _sort_columns(block[:, cols])
             g = _SortedTransform(ties, 1.5)
-            corr = _pearson_sorted(g, order, t)
+            if tb is None:
+                corr = _pearson_sorted(g, order, t)
+            else:
+                sel = _tb_positions(len(rows), tb)
+                corr = _pearson_rows(g.dense()[:, sel], t[order[:, sel]])
             corr[g.constant] = np.nan
             out[e, cols] = corr
+    _warn_small_eras(layout.labels, small, tb or 0)
     return pd.DataFrame(out, index=layout.labels, columns=predictions.columns)
 
 
@@ -510,13 +579,15 @@ def numerai_corr(
     *,
     max_filtered_ratio: float | None = DEFAULT_MAX_FILTERED_RATIO,
     on_constant: OnConstant = "raise",
+    top_bottom: int | None = None,
 ) -> pd.Series:
     """Numerai corr of each prediction column with the target over all rows (one era)."""
     predictions = _check_predictions(predictions)
     targets = _check_target(targets)
     single = pd.Series(0, index=predictions.index.union(targets.index))
     per_era = per_era_numerai_corr(
-        predictions, targets, single, max_filtered_ratio=max_filtered_ratio, on_constant=on_constant
+        predictions, targets, single, max_filtered_ratio=max_filtered_ratio, on_constant=on_constant,
+        top_bottom=top_bottom,
     )
     return per_era.iloc[0].rename("numerai_corr")
 
@@ -533,6 +604,36 @@ def _mmc_target(t: np.ndarray) -> np.ndarray:
     return t - t.mean()
 
 
+def _check_coverage(
+    other: pd.Series, predictions: pd.DataFrame, targets: pd.Series, eras: pd.Series,
+    max_filtered_ratio: float | None, name: str,
+) -> np.ndarray:
+    """``other`` (a meta model, a benchmark) reindexed to the predictions' ids; raises when it
+    covers fewer than ``1 - max_filtered_ratio`` of the ids with a target, overall or in an era,
+    naming the column and the share covered."""
+    values = other.reindex(predictions.index).to_numpy(dtype=np.float64)
+    label = f"{name} {other.name!r}" if other.name is not None else name
+    has_target = targets.reindex(predictions.index).notna().to_numpy()
+    covered = ~np.isnan(values)
+    if not (covered & has_target).any():
+        raise ScoringError(f"{label} covers none of the {int(has_target.sum())} prediction ids with a target (misaligned index?)")
+    if max_filtered_ratio is None:
+        return values
+    need = 1.0 - max_filtered_ratio
+    era_of = _check_eras(eras, predictions.index)[has_target]
+    share = pd.Series(covered[has_target], index=era_of.index).groupby(era_of.to_numpy()).mean()
+    # an era it does not cover at all scores NaN (Numerai's meta_model.parquet starts at a later
+    # era than the validation data); a partly covered era is misaligned data
+    share = share[share > 0]
+    if share.min() < need:
+        overall = covered[has_target].mean()
+        raise ScoringError(
+            f"{label} covers {overall:.1%} of the prediction ids with a target (worst era "
+            f"{share.idxmin()!r}: {share.min():.1%}); at least {need:.0%} is needed in every era"
+        )
+    return values
+
+
 def per_era_correlation_contribution(
     predictions: pd.DataFrame,
     meta_model: pd.Series,
@@ -542,38 +643,52 @@ def per_era_correlation_contribution(
     max_filtered_ratio: float | None = DEFAULT_MAX_FILTERED_RATIO,
     on_constant: OnConstant = "raise",
     progress: bool = False,
+    top_bottom: int | None = None,
+    name: str = "meta_model",
 ) -> pd.DataFrame:
     """MMC of every prediction column against ``meta_model`` in every era (eras x columns).
 
-    Ids scored in an era are those with a prediction, a meta-model value and a target."""
+    Ids scored in an era are those with a prediction, a meta-model value and a target; a meta
+    model covering fewer than ``1 - max_filtered_ratio`` of them raises, naming it (``name``).
+    ``top_bottom=N``: as numerai-tools, the covariance over the N lowest and N highest
+    predictions once orthogonalized to the meta model (ties broken by id)."""
     predictions = _check_predictions(predictions)
     targets = _check_target(targets)
-    meta = _check_target(meta_model, "meta_model")
+    meta = _check_target(meta_model, name)
     _check_on_constant(on_constant)
+    tb = _check_top_bottom(top_bottom)
     _check_not_constant(predictions, on_constant)
-    meta_values = meta.reindex(predictions.index).to_numpy()
+    meta_values = _check_coverage(meta, predictions, targets, eras, max_filtered_ratio, name)
     has_meta = ~np.isnan(meta_values)
-    if not has_meta.any():
-        raise ScoringError("meta_model shares no id with predictions (misaligned index?)")
     # the raw (uncentered) target of the kept rows: MMC centers it itself, after scaling
     raw_target = targets.reindex(predictions.index).to_numpy()
-    layout = _EraLayout(predictions, targets, eras, max_filtered_ratio, extra_keep=has_meta)
+    layout = _EraLayout(predictions, targets, eras, max_filtered_ratio, extra_keep=has_meta, by_id=tb is not None)
     values = _float_values(predictions)
     out = np.full((len(layout.labels), predictions.shape[1]), np.nan)
+    small = []
     for e, rows in _progress(layout, progress, len(layout.labels), "mmc"):
         meta_rows = meta_values[rows]
         if len(rows) < 2 or np.all(meta_rows == meta_rows[0]):
             continue  # one row or a constant meta model: nothing to orthogonalize against (NaN)
+        if tb is not None and len(rows) < 2 * tb:
+            small.append(e)
+            continue
         m = _gauss_rows(meta_rows[:, None], None)[0]
         t = _mmc_target(raw_target[rows])
         block = _era_block(values, rows)
         for cols in _column_chunks(block.shape[1]):
             order, ties = _sort_columns(block[:, cols])
             p = _SortedTransform(ties, None)
-            # t . (p - m (p . m) / (m . m)): the covariance of t with p orthogonalized to m
-            mmc = (p.dot(t[order]) - (t @ m) * p.dot(m[order]) / (m @ m)) / len(rows)
+            if tb is None:
+                # t . (p - m (p . m) / (m . m)): the covariance of t with p orthogonalized to m
+                mmc = (p.dot(t[order]) - (t @ m) * p.dot(m[order]) / (m @ m)) / len(rows)
+            else:
+                neutral = _unsort(p.dense() - m[order] * (p.dot(m[order]) / (m @ m))[:, None], order)
+                pick = np.argsort(neutral, axis=1, kind="stable")[:, _tb_positions(len(rows), tb)]
+                mmc = (np.take_along_axis(neutral, pick, axis=1) * t[pick]).sum(axis=1) / (2 * tb)
             mmc[p.constant] = np.nan
             out[e, cols] = mmc
+    _warn_small_eras(layout.labels, small, tb or 0)
     return pd.DataFrame(out, index=layout.labels, columns=predictions.columns)
 
 
@@ -584,15 +699,68 @@ def correlation_contribution(
     *,
     max_filtered_ratio: float | None = DEFAULT_MAX_FILTERED_RATIO,
     on_constant: OnConstant = "raise",
+    top_bottom: int | None = None,
 ) -> pd.Series:
     """MMC of each prediction column against ``meta_model`` over all rows (one era)."""
     predictions = _check_predictions(predictions)
     targets = _check_target(targets)
     single = pd.Series(0, index=predictions.index.union(targets.index))
     per_era = per_era_correlation_contribution(
-        predictions, meta_model, targets, single, max_filtered_ratio=max_filtered_ratio, on_constant=on_constant
+        predictions, meta_model, targets, single, max_filtered_ratio=max_filtered_ratio, on_constant=on_constant,
+        top_bottom=top_bottom,
     )
     return per_era.iloc[0].rename("mmc")
+
+
+def per_era_bmc(
+    predictions: pd.DataFrame,
+    benchmark: pd.Series,
+    targets: pd.Series,
+    eras: pd.Series,
+    **kwargs,
+) -> pd.DataFrame:
+    """BMC: :func:`per_era_correlation_contribution` against a benchmark model (a column of
+    Numerai's ``validation_benchmark_models.parquet``) instead of the meta model."""
+    kwargs.setdefault("name", "benchmark")
+    return per_era_correlation_contribution(predictions, benchmark, targets, eras, **kwargs)
+
+
+def per_era_corr_with(
+    predictions: pd.DataFrame,
+    other: pd.Series,
+    eras: pd.Series,
+    *,
+    name: str = "meta_model",
+    max_filtered_ratio: float | None = DEFAULT_MAX_FILTERED_RATIO,
+    on_constant: OnConstant = "raise",
+) -> pd.DataFrame:
+    """Correlation of each prediction column with ``other`` (the meta model: CWMM; a benchmark)
+    per era: Pearson of both tie-kept ranked and gaussianized, on the ids both have (numerai-
+    tools' ``gaussian(tie_kept_rank(.))`` then ``pearson_correlation``). ``other`` must cover
+    ``1 - max_filtered_ratio`` of the prediction ids in every era."""
+    predictions = _check_predictions(predictions)
+    other = _check_target(other, name)
+    _check_on_constant(on_constant)
+    _check_not_constant(predictions, on_constant)
+    other_values = _check_coverage(
+        other, predictions, pd.Series(0.0, index=predictions.index), eras, max_filtered_ratio, name
+    )
+    layout = _EraLayout(predictions, other, eras, None)
+    values = _float_values(predictions)
+    out = np.full((len(layout.labels), predictions.shape[1]), np.nan)
+    for e, rows in layout:
+        o = other_values[rows]
+        if len(rows) < 2 or np.all(o == o[0]):
+            continue
+        m = _gauss_rows(o[:, None], None)[0]
+        block = _era_block(values, rows)
+        for cols in _column_chunks(block.shape[1]):
+            order, ties = _sort_columns(block[:, cols])
+            g = _SortedTransform(ties, None)
+            corr = _pearson_sorted(g, order, m)
+            corr[g.constant] = np.nan
+            out[e, cols] = corr
+    return pd.DataFrame(out, index=layout.labels, columns=predictions.columns)
 
 
 # --------------------------------------------------------------------------------------------
@@ -647,32 +815,48 @@ def per_era_feature_neutral_corr(
     on_constant: OnConstant = "raise",
     progress: bool = False,
     nan_fill: float | None = None,
+    top_bottom: int | None = None,
 ) -> pd.DataFrame:
     """Feature-neutral corr of every column in every era (eras x columns): within each era,
-    tie-kept rank + gaussianize, neutralize to the era's features, then numerai corr.
+    tie-kept rank + gaussianize and neutralize to the era's features over every prediction row
+    (as numerai-tools, before targets are matched), then numerai corr (``top_bottom`` as there).
     `nan_fill`: the value a NaN feature counts as (None: a NaN feature is an error)."""
     predictions = _check_predictions(predictions)
     targets = _check_target(targets)
     _check_on_constant(on_constant)
+    tb = _check_top_bottom(top_bottom)
     _check_not_constant(predictions, on_constant)
     feats = _Features(features, predictions.index, nan_fill)
-    layout = _EraLayout(predictions, targets, eras, max_filtered_ratio)
+    layout = _EraLayout(predictions, targets, eras, max_filtered_ratio, by_id=tb is not None)
     values = predictions.to_numpy(dtype=np.float64)
     target_pow = power(layout.target, 1.5)
     out = np.full((len(layout.labels), predictions.shape[1]), np.nan)
-    for e, rows in _progress(layout, progress, len(layout.labels), "feature_neutral_corr"):
+    small = []
+    for e, _ in _progress(layout, progress, len(layout.labels), "feature_neutral_corr"):
+        all_rows = layout.all_rows(e)
+        scored = layout.keep[all_rows]
+        rows = all_rows[scored]
         t = target_pow[rows]
         if len(rows) < 2 or np.all(t == t[0]):
             continue  # one row or a constant target: no correlation (NaN)
-        block = values[rows]
+        if tb is not None and len(rows) < 2 * tb:
+            small.append(e)
+            continue
+        block = values[all_rows]
         constant = (block == block[:1]).all(axis=0)
-        neutral = neutralize(_gauss_rows(block, None).T, feats.rows(rows))
+        neutral = neutralize(_gauss_rows(block, None).T, feats.rows(all_rows))[scored]
         # a column fully explained by the features has only rounding noise left to rank
         explained = neutral.std(axis=0) < 1e-9
         order, ties = _sort_columns(neutral)
-        corr = _pearson_sorted(_SortedTransform(ties, 1.5), order, t)
+        g = _SortedTransform(ties, 1.5)
+        if tb is None:
+            corr = _pearson_sorted(g, order, t)
+        else:
+            sel = _tb_positions(len(rows), tb)
+            corr = _pearson_rows(g.dense()[:, sel], t[order[:, sel]])
         corr[constant | explained] = np.nan
         out[e] = corr
+    _warn_small_eras(layout.labels, small, tb or 0)
     return pd.DataFrame(out, index=layout.labels, columns=predictions.columns)
 
 
@@ -683,13 +867,15 @@ def feature_neutral_corr(
     *,
     max_filtered_ratio: float | None = DEFAULT_MAX_FILTERED_RATIO,
     on_constant: OnConstant = "raise",
+    top_bottom: int | None = None,
 ) -> pd.Series:
     """Feature-neutral corr of each column over all rows (one era), as numerai-tools."""
     predictions = _check_predictions(predictions)
     targets = _check_target(targets)
     single = pd.Series(0, index=predictions.index.union(targets.index))
     per_era = per_era_feature_neutral_corr(
-        predictions, features, targets, single, max_filtered_ratio=max_filtered_ratio, on_constant=on_constant
+        predictions, features, targets, single, max_filtered_ratio=max_filtered_ratio, on_constant=on_constant,
+        top_bottom=top_bottom,
     )
     return per_era.iloc[0].rename("feature_neutral_corr")
 
@@ -790,8 +976,10 @@ def max_feature_exposure(
 
 
 def sharpe(per_era: pd.Series | pd.DataFrame):
-    """Mean over eras divided by the standard deviation (ddof=1), NaN eras skipped."""
-    return per_era.mean() / per_era.std()
+    """Mean over eras divided by the standard deviation (ddof=1), NaN eras skipped; NaN when
+    the scores do not vary (a clipped payout can be constant)."""
+    std = per_era.std()
+    return per_era.mean() / (std.where(std > 0) if isinstance(std, pd.Series) else (std if std > 0 else np.nan))
 
 
 def max_drawdown(per_era: pd.Series | pd.DataFrame):
@@ -809,18 +997,154 @@ def max_drawdown(per_era: pd.Series | pd.DataFrame):
     return one(per_era)
 
 
+def autocorr_penalty(per_era: pd.Series) -> float:
+    """``sqrt(1 + 2 sum_{i=1}^{n-1} (n - i) / n |rho|^i)`` with ``rho`` the lag-1 autocorrelation
+    of the era scores (NaN eras dropped): how much the variance of a sum of AR(1) scores
+    exceeds that of independent ones (the smart Sharpe of Numerai's forum and numerblox)."""
+    x = per_era.dropna().to_numpy(dtype=np.float64)
+    n = len(x)
+    if n < 3:
+        return float("nan")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = np.corrcoef(x[:-1], x[1:])[0, 1]
+    if not np.isfinite(rho):
+        return float("nan")
+    i = np.arange(1, n)
+    return float(np.sqrt(1.0 + 2.0 * np.sum((n - i) / n * np.abs(rho) ** i)))
+
+
+def smart_sharpe(per_era: pd.Series | pd.DataFrame):
+    """Sharpe (ddof=1) divided by :func:`autocorr_penalty`: autocorrelated eras score lower."""
+    if isinstance(per_era, pd.DataFrame):
+        return per_era.apply(smart_sharpe)
+    return float(sharpe(per_era) / autocorr_penalty(per_era))
+
+
+def positive_share(per_era: pd.Series | pd.DataFrame):
+    """Share of the scored (non-NaN) eras whose score is above 0."""
+    return (per_era > 0).where(per_era.notna()).mean()
+
+
+@dataclass(frozen=True)
+class PayoutPreset:
+    """Numerai's payout rule ``clip(corr * CORR + mmc * MMC, -clip, clip)`` per era (times the
+    stake and a payout factor, left out here). Numerai changes it: each preset says when and
+    where it was read."""
+
+    corr: float
+    mmc: float
+    clip: float
+    source: str
+
+
+PAYOUT_PRESETS: dict[str, PayoutPreset] = {
+    # Forum, "MMC staking starts Jan 2, 2024" (announced 0.5 CORR + 3 MMC).
+    "numerai_2024_01": PayoutPreset(0.5, 3.0, 0.05, "forum.numer.ai 'MMC staking starts Jan 2, 2024'"),
+    # Staking docs (2025): 0.5 CORR + 2 MMC, clipped to +-5 % of the stake per round.
+    "numerai_2025": PayoutPreset(0.5, 2.0, 0.05, "docs.numer.ai 'Staking' (payout = clip(0.5 CORR + 2 MMC, +-0.05)), 2025"),
+}
+DEFAULT_PAYOUT_PRESET = "numerai_2025"
+
+
+def payout_estimate(
+    corr: pd.Series | pd.DataFrame,
+    mmc: pd.Series | pd.DataFrame,
+    *,
+    preset: str | None = DEFAULT_PAYOUT_PRESET,
+    w_corr: float | None = None,
+    w_mmc: float | None = None,
+    clip: float | None = None,
+):
+    """Per-era payout fraction ``clip(w_corr * corr + w_mmc * mmc, -clip, clip)``; the weights
+    and the clip default to ``PAYOUT_PRESETS[preset]``. NaN where either score is NaN."""
+    if preset is not None and preset not in PAYOUT_PRESETS:
+        raise ScoringError(f"unknown payout preset {preset!r}; known: {sorted(PAYOUT_PRESETS)}")
+    base = PAYOUT_PRESETS[preset] if preset is not None else None
+    w_corr = w_corr if w_corr is not None else (base.corr if base else None)
+    w_mmc = w_mmc if w_mmc is not None else (base.mmc if base else None)
+    clip = clip if clip is not None else (base.clip if base else None)
+    if w_corr is None or w_mmc is None or clip is None:
+        raise ScoringError("payout_estimate needs w_corr, w_mmc and clip (or a preset)")
+    if not clip > 0:
+        raise ScoringError(f"clip must be positive, got {clip}")
+    return (w_corr * corr + w_mmc * mmc).clip(-clip, clip)
+
+
 def score_summary(per_era: pd.DataFrame) -> pd.DataFrame:
-    """Per column: mean, std, sharpe, max_drawdown and the number of scored eras."""
+    """Per column: mean, std, sharpe, smart_sharpe, max_drawdown (additive), the share of
+    positive eras and the number of scored eras."""
     per_era = per_era if isinstance(per_era, pd.DataFrame) else per_era.to_frame()
     return pd.DataFrame(
         {
             "mean": per_era.mean(),
             "std": per_era.std(),
             "sharpe": sharpe(per_era),
+            "smart_sharpe": smart_sharpe(per_era),
             "max_drawdown": max_drawdown(per_era),
+            "positive_share": positive_share(per_era),
             "n_eras": per_era.notna().sum(),
         }
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Churn
+# --------------------------------------------------------------------------------------------
+
+
+def per_era_churn(
+    predictions: pd.DataFrame,
+    previous: pd.Series,
+    eras: pd.Series,
+    *,
+    top_bottom: int | None = None,
+) -> tuple[pd.DataFrame, int]:
+    """Churn of each prediction column against ``previous`` (the same model's earlier
+    predictions) per era, on the ids both have: ``1 - Spearman`` (numerai-tools' ``churn``); with
+    ``top_bottom=N``, ``1 -`` the mean share of the N top and of the N bottom ids kept (ties
+    broken by id). Returns the table (eras x columns) and the number of shared ids."""
+    predictions = _check_predictions(predictions)
+    previous = _check_target(previous, "previous")
+    tb = _check_top_bottom(top_bottom)
+    prev_values = previous.reindex(predictions.index).to_numpy()
+    shared = ~np.isnan(prev_values)
+    n_shared = int(shared.sum())
+    if n_shared == 0:
+        raise ScoringError(
+            f"previous predictions share no id with the predictions (e.g. {_examples(previous.index)} vs "
+            f"{_examples(predictions.index)})"
+        )
+    layout = _EraLayout(predictions, previous, eras, None, by_id=True)
+    values = _float_values(predictions)
+    out = np.full((len(layout.labels), predictions.shape[1]), np.nan)
+    small = []
+    for e, rows in layout:
+        prev = prev_values[rows]
+        if len(rows) < 2 or np.all(prev == prev[0]):
+            continue
+        if tb is not None and len(rows) < 2 * tb:
+            small.append(e)
+            continue
+        block = _era_block(values, rows)
+        prev_order, prev_ties = _sort_columns(prev[:, None])
+        for cols in _column_chunks(block.shape[1]):
+            order, ties = _sort_columns(block[:, cols])
+            if tb is None:
+                prev_rank = _unsort(_SortedTransform(prev_ties, "rank").dense(), prev_order)[0]
+                g = _SortedTransform(ties, "rank")
+                churn = 1.0 - _pearson_sorted(g, order, prev_rank)
+                churn[g.constant] = np.nan
+            else:
+                n = len(rows)
+                top = np.zeros(n, dtype=bool)
+                top[prev_order[0, n - tb :]] = True
+                bottom = np.zeros(n, dtype=bool)
+                bottom[prev_order[0, :tb]] = True
+                kept = (top[order[:, n - tb :]].sum(axis=1) + bottom[order[:, :tb]].sum(axis=1)) / (2 * tb)
+                churn = 1.0 - kept
+            out[e, cols] = churn
+    _warn_small_eras(layout.labels, small, tb or 0)
+    return pd.DataFrame(out, index=layout.labels, columns=predictions.columns), n_shared
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ and artifact names, and returns what it logged so tests compare the pages agains
 from __future__ import annotations
 
 import tempfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,7 @@ class Logged:
     forecast: pd.DataFrame | None = None
     order_search: pd.DataFrame | None = None
     versions: dict[tuple[str, int], dict] = field(default_factory=dict)
+    diagnostics: dict[str, pd.DataFrame] = field(default_factory=dict)  # run id -> per-era diagnostics
 
 
 def _log_csv(client, run_id: str, df: pd.DataFrame, artifact_path: str, index: bool = False) -> None:
@@ -71,9 +73,20 @@ def _eval(client, run_id: str, rng: np.random.Generator, shift: float, logged: L
     per_era = pd.DataFrame({"era": [f"{i:04d}" for i in range(1, eras + 1)], "target": corr})
     _log_csv(client, run_id, per_era, "numerai_eval/per_era_corr.csv")
     metrics = _eval_metrics(corr)
+    # the evaluator's diagnostics (issue 14), from a stream of their own: the rest is unchanged
+    d = np.random.default_rng(zlib.crc32(run_id.encode()))
+    diag = pd.DataFrame({"era": per_era["era"], "corr": corr, "mmc": d.normal(shift / 3, 0.01, eras),
+                         "bmc": d.normal(shift / 4, 0.01, eras), "cwmm": d.uniform(0.4, 0.6, eras),
+                         "corr_tb200": corr + d.normal(0, 0.01, eras), "fnc": corr / 2, "churn": d.uniform(0.05, 0.2, eras)})
+    diag["payout"] = (0.5 * diag["corr"] + 2 * diag["mmc"]).clip(-0.05, 0.05)
+    _log_csv(client, run_id, diag, "numerai_eval/per_era_diagnostics.csv")
+    for name, col in (("mmc_mean", "mmc"), ("bmc_mean", "bmc"), ("cwmm_mean", "cwmm"), ("numerai_corr_tb200_mean", "corr_tb200"),
+                      ("fnc_mean", "fnc"), ("churn_mean", "churn"), ("payout_mean", "payout")):
+        metrics[name] = float(diag[col].mean())
     for k, v in metrics.items():
         client.log_metric(run_id, k, v)
     logged.per_era[run_id] = per_era
+    logged.diagnostics[run_id] = diag
     logged.metrics.setdefault(run_id, {}).update(metrics)
 
 

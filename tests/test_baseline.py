@@ -211,7 +211,9 @@ def test_baseline_command_logs_evaluates_and_registers(tracking_uri, synthetic_d
     assert run.data.metrics["numerai_corr_mean"] > 0
     assert "mmc_mean" in run.data.metrics and "max_feature_exposure" in run.data.metrics
     assert "numerai_corr_mean_target_nomi_60" in run.data.metrics  # every target scored
-    assert run.data.params["mmc_benchmark"].startswith("bench_")
+    # MMC against the data's meta_model.parquet, BMC against its first benchmark model (issue 14)
+    assert run.data.params["mmc_benchmark"] == "numerai_meta_model"
+    assert {"bmc_mean", "cwmm_mean", "numerai_corr_smart_sharpe", "payout_mean"} <= set(run.data.metrics)
     assert "train_seconds" in run.data.metrics
     pkl = download_predict_pkl("models:/baseline-test/1", tmp_path / "upload")
     live = read_split(synthetic_dir, "live")

@@ -254,7 +254,7 @@ def test_summaries():
     assert scoring.sharpe(s) == pytest.approx(s.mean() / s.std(ddof=1))
     frame = pd.DataFrame({"a": s, "b": [0.1, np.nan, 0.1, 0.2, 0.1]})
     summary = scoring.score_summary(frame)
-    assert list(summary.columns) == ["mean", "std", "sharpe", "max_drawdown", "n_eras"]
+    assert list(summary.columns) == ["mean", "std", "sharpe", "smart_sharpe", "max_drawdown", "positive_share", "n_eras"]
     assert summary.loc["b", "n_eras"] == 4 and summary.loc["b", "max_drawdown"] == 0
     assert summary.loc["a", "mean"] == pytest.approx(0.03)
 

@@ -30,6 +30,7 @@ FILES = (
     "features.json",
     "validation_benchmark_models.parquet",
     "live_benchmark_models.parquet",
+    "meta_model.parquet",
     "metadata.json",
 )
 TINY = dict(eras_train=6, eras_validation=4, rows_per_era=50, n_features=12, progress=False)

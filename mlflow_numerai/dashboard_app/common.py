@@ -25,6 +25,7 @@ PAGES = [
     ("uncertainty.py", "Uncertainty", "uncertainty", ":material/ssid_chart:"),
     ("training.py", "Training", "training", ":material/model_training:"),
     ("forecasts.py", "Forecasts", "forecasts", ":material/timeline:"),
+    ("diagnostics.py", "Diagnostics", "diagnostics", ":material/insights:"),
     ("compare.py", "Compare", "compare", ":material/compare_arrows:"),
 ]
 
@@ -99,6 +100,7 @@ def promotions(uri: str) -> pd.DataFrame:
 def artifact_frame(uri: str, kind: str, run_id: str) -> pd.DataFrame:
     """One run's artifact table, by kind (the name of a `dashboard` reader function)."""
     readers = {
+        "diagnostics": data.per_era_diagnostics,
         "bnn_members": data.bnn_members,
         "bnn_per_era": data.bnn_per_era,
         "bnn_roc": data.bnn_roc,

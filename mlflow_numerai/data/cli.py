@@ -32,6 +32,7 @@ _OPTIONS = {
     "rows_per_era": "--rows-per-era",
     "n_features": "--features",
     "seed": "--seed",
+    "nan_percent": "--nan-percent",
 }
 
 
@@ -55,6 +56,8 @@ def data() -> None:
 @click.option("--rows-per-era", default=500, show_default=True, type=int, help="Rows in every era (>= 20).")
 @click.option("--features", "n_features", default=240, show_default=True, type=int, help="Number of features (>= 5).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed (same seed, same bytes).")
+@click.option("--nan-percent", default=0, show_default=True, type=int,
+              help="Percent of feature cells left NaN (as in real data), 0-50.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty --out directory.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def synth(
@@ -64,6 +67,7 @@ def synth(
     rows_per_era: int,
     n_features: int,
     seed: int,
+    nan_percent: int,
     overwrite: bool,
     progress: bool,
 ) -> None:
@@ -78,6 +82,7 @@ def synth(
             rows_per_era=rows_per_era,
             n_features=n_features,
             seed=seed,
+            nan_percent=nan_percent,
             overwrite=overwrite,
             progress=progress,
         )

@@ -15,6 +15,10 @@ How one era is made (`n` rows, `F` features):
 - 20-day targets: ``s + noise``; 60-day targets use weights averaged over neighbouring eras
   (smoother) and noise correlated with the 20-day noise. Each target is cut into the buckets
   {0, .25, .5, .75, 1} with shares 5/20/50/20/5 % within the era.
+- `meta_model.parquet` (validation eras): mostly the benchmark's signal, some of the era's own
+  and noise, so that it correlates with the benchmark models and the target as on Numerai.
+- `nan_percent`: that share of feature cells is written as null (int8 with nulls; pandas reads
+  float), from a stream of its own.
 
 Everything derives from the seed: a "plan" (signal features, weights, burn eras) from one random
 stream and each era from its own stream, so the output is byte-identical for a seed and an era's
@@ -38,7 +42,7 @@ import pyarrow.parquet as pq
 
 from mlflow_numerai.data.io import DataError, atomic_directory
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4  # 4: meta_model.parquet (issue 14)
 TARGET_NAMES = ("nomi", "janet", "george")
 HORIZONS = (20, 60)
 AUX_TARGETS = tuple(f"target_{name}_{h}" for name in TARGET_NAMES for h in HORIZONS)
@@ -50,6 +54,11 @@ FEATURE_GROUPS = (
     "agility", "serenity", "sunshine", "rain", "midnight",
 )  # fmt: skip
 BENCHMARK_COLUMNS = ("bench_small_nomi20", "bench_all_nomi20", "bench_all_nomi60")
+META_MODEL_COLUMN = "numerai_meta_model"  # as in Numerai's meta_model.parquet
+# The meta model: mostly the benchmark's (average-weight) signal, some of the era's own signal
+# (the crowd finds a little of what the benchmark misses), plus noise: on Numerai it correlates
+# ~0.8-0.9 with the benchmark models and a few percent with the target.
+META_FROM_BENCHMARK, META_FROM_ERA, META_NOISE = 0.8, 0.4, 0.5
 
 # Planted structure (tuned so a ridge fit on ~100k rows reaches a mean validation corr of a few
 # percent, the noiseless signal clearly more, and burn eras are negative for the average model).
@@ -82,6 +91,7 @@ class SyntheticParams:
     rows_per_era: int = 500
     n_features: int = 240
     seed: int = 0
+    nan_percent: int = 0  # percent of feature cells left NaN (the NaN paths, end to end)
 
     def __post_init__(self) -> None:
         for name in ("eras_train", "eras_validation"):
@@ -99,6 +109,8 @@ class SyntheticParams:
             raise DataError(f"n_features must be an integer >= 5, got {self.n_features!r}")
         if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise DataError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not isinstance(self.nan_percent, (int, np.integer)) or not 0 <= self.nan_percent <= 50:
+            raise DataError(f"nan_percent must be an integer in [0, 50], got {self.nan_percent!r}")
 
     @property
     def n_eras(self) -> int:
@@ -112,7 +124,10 @@ class SyntheticParams:
         return "synthetic-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict:
-        return {k: int(v) for k, v in asdict(self).items()}
+        out = {k: int(v) for k, v in asdict(self).items()}
+        if not out["nan_percent"]:  # recorded only when used: metadata as before otherwise
+            del out["nan_percent"]
+        return out
 
     @classmethod
     def from_data_dir(cls, data_dir: str | os.PathLike) -> SyntheticParams:
@@ -317,6 +332,8 @@ class Era:
     features: np.ndarray
     targets: dict[str, np.ndarray]
     benchmarks: dict[str, np.ndarray]
+    meta_model: np.ndarray | None = None  # validation eras only, as Numerai's meta_model.parquet
+    nan_mask: np.ndarray | None = None  # (F x n) feature cells written as NaN
 
 
 def _rank01(values: np.ndarray) -> np.ndarray:
@@ -392,7 +409,19 @@ def generate_era(plan: Plan, era_index: int) -> Era:
             raw = (w.astype(np.float32) @ b) / np.float32(np.linalg.norm(w) + 1e-12)
             benchmarks[col] = _rank01(raw + noise * rng.standard_normal(n))
 
-    return Era(plan.ids(era_index, n), era_label(era_index), split, bins, targets, benchmarks)
+    meta_model = None
+    if split == "validation":  # drawn last: the other columns are those of generator 3
+        w20 = plan.mean_weights_20
+        bench_signal = (w20.astype(np.float32) @ b) / np.float32(np.linalg.norm(w20) + 1e-12)
+        era_signal = plan._signal_20(b, b2, era_index, "nomi")
+        raw = META_FROM_BENCHMARK * bench_signal + META_FROM_ERA * era_signal + META_NOISE * rng.standard_normal(n)
+        meta_model = _rank01(raw)
+    nan_mask = None
+    if p.nan_percent:  # its own stream: the data are those without NaN, with holes
+        nan_rng = np.random.default_rng(np.random.SeedSequence([p.seed, 2, era_index]))
+        nan_mask = nan_rng.random((F, n)) < p.nan_percent / 100.0
+
+    return Era(plan.ids(era_index, n), era_label(era_index), split, bins, targets, benchmarks, meta_model, nan_mask)
 
 
 def _split_schema(features: list[str]) -> pa.Schema:
@@ -428,12 +457,18 @@ class _SplitWriter:
         self.eras_per_group = int(max(1, min(MAX_ERAS_PER_ROW_GROUP, ROW_GROUP_BYTES // per_era)))
         self.rows_per_era = rows_per_era
         self.features = np.empty((n_features, self.eras_per_group * rows_per_era), dtype=np.int8)
+        self.nan_mask: np.ndarray | None = None
         self.pending: list[Era] = []
 
     def add(self, era: Era) -> None:
         k = len(self.pending)
         self.features[:, k * self.rows_per_era : (k + 1) * self.rows_per_era] = era.features
         era.features = None  # the buffer holds them now
+        if era.nan_mask is not None:
+            if self.nan_mask is None:
+                self.nan_mask = np.zeros(self.features.shape, dtype=bool)
+            self.nan_mask[:, k * self.rows_per_era : (k + 1) * self.rows_per_era] = era.nan_mask
+            era.nan_mask = None
         self.pending.append(era)
         if len(self.pending) == self.eras_per_group:
             self.flush()
@@ -455,7 +490,8 @@ class _SplitWriter:
             if field.name in columns:
                 arrays.append(columns[field.name])
             else:
-                arrays.append(pa.array(self.features[feature_pos, :n]))
+                mask = None if self.nan_mask is None else self.nan_mask[feature_pos, :n]
+                arrays.append(pa.array(self.features[feature_pos, :n], mask=mask))  # int8 with nulls
                 feature_pos += 1
         self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema), row_group_size=n)
         self.pending = []
@@ -478,6 +514,19 @@ def _write_benchmarks(path: Path, eras: list[tuple[list[str], str, dict[str, np.
     pq.write_table(table, path)
 
 
+def _write_meta_model(path: Path, eras: list[tuple[list[str], str, np.ndarray]]) -> None:
+    """`meta_model.parquet` as Numerai's: index id, `era`, `numerai_meta_model`."""
+    template = pd.DataFrame({"era": ["0001"], META_MODEL_COLUMN: np.zeros(1, dtype=np.float32)},
+                            index=pd.Index(["n0"], name="id"))
+    schema = pa.Schema.from_pandas(template, preserve_index=True)
+    columns = {
+        "era": pa.array([label for ids, label, _ in eras for _ in ids], pa.string()),
+        "id": pa.array([i for ids, _, _ in eras for i in ids], pa.string()),
+        META_MODEL_COLUMN: pa.array(np.concatenate([m for _, _, m in eras]) if eras else np.zeros(0, np.float32)),
+    }
+    pq.write_table(pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema), path)
+
+
 def _write_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
@@ -492,6 +541,7 @@ def generate_synthetic(
     seed: int = 0,
     overwrite: bool = False,
     progress: bool = True,
+    nan_percent: int = 0,
 ) -> Path:
     """Write a synthetic Numerai data directory (v5 layout + `metadata.json`) and return its path.
 
@@ -499,7 +549,7 @@ def generate_synthetic(
     temporary sibling directory that is renamed into place at the end; an existing non-empty
     `out_dir` is replaced only with `overwrite=True`.
     """
-    params = SyntheticParams(eras_train, eras_validation, rows_per_era, n_features, seed)
+    params = SyntheticParams(eras_train, eras_validation, rows_per_era, n_features, seed, nan_percent)
     plan = Plan(params)
     schema = _split_schema(plan.features)
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
@@ -510,11 +560,14 @@ def generate_synthetic(
             for split in ("train", "validation", "live")
         }
         bench: dict[str, list] = {"validation": [], "live": []}
+        meta: list = []
         try:
             for era_index in tqdm(range(params.n_eras), desc="synthetic eras", unit="era", disable=not progress):
                 era = generate_era(plan, era_index)
                 if era.split != "train":
                     bench[era.split].append((era.ids, era.label, era.benchmarks))
+                if era.meta_model is not None:
+                    meta.append((era.ids, era.label, era.meta_model))
                 writers[era.split].add(era)
         except BaseException:
             for writer in writers.values():
@@ -524,6 +577,7 @@ def generate_synthetic(
             writer.close()
         for split, eras in bench.items():
             _write_benchmarks(tmp / f"{split}_benchmark_models.parquet", eras)
+        _write_meta_model(tmp / "meta_model.parquet", meta)
         _write_json(tmp / "features.json", {"feature_sets": plan.feature_sets, "targets": list(TARGETS)})
         _write_json(tmp / "metadata.json", _metadata(plan))
     return Path(out_dir).expanduser().absolute()
@@ -546,6 +600,7 @@ def _metadata(plan: Plan) -> dict:
         "eras": {"train": [train[0], train[-1]], "validation": [val[0], val[-1]], "live": labels[-1]},
         "targets": list(TARGETS),
         "benchmark_models": list(BENCHMARK_COLUMNS),
+        "meta_model": META_MODEL_COLUMN,
         "planted": {
             "signal_features": plan.signal_features,
             "burn_eras": [labels[i] for i in np.flatnonzero(plan.burn)],

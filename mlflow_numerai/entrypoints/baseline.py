@@ -53,10 +53,11 @@ def log_new_params(params: dict) -> None:
     mlflow.log_params({k: v for k, v in params.items() if k not in existing})
 
 
-def numerai_evaluator_config(data_dir, feature_set: str, target: str) -> dict:
+def numerai_evaluator_config(data_dir, feature_set: str, target: str, churn_model: str | None = None) -> dict:
     """`evaluator_config` for the `numerai` evaluator: every target of features.json, MMC
-    against the first validation benchmark model (when the file exists), exposure to the
-    model's feature set."""
+    against `meta_model.parquet` (else the first validation benchmark model, as before), BMC
+    against the first validation benchmark model, exposure to the model's feature set, churn
+    against `churn_model`'s @champion or latest version (the name the run registers)."""
     import pandas as pd
 
     from mlflow_numerai.data import io as data_io
@@ -70,7 +71,17 @@ def numerai_evaluator_config(data_dir, feature_set: str, target: str) -> dict:
             bench = bench.set_index("id")
         columns = [c for c in bench.columns if c not in ("era", "data_type")]
         if columns:
-            config["meta_model"] = bench[columns[0]]
+            config["meta_model"] = config["benchmark"] = bench[columns[0]]
+    meta_path = Path(data_dir) / "meta_model.parquet"
+    if meta_path.exists():
+        meta = pd.read_parquet(meta_path)
+        if "id" in meta.columns:
+            meta = meta.set_index("id")
+        columns = [c for c in meta.columns if c not in ("era", "data_type")]
+        if columns:
+            config["meta_model"] = meta[columns[0]]
+    if churn_model:
+        config["churn_model"] = churn_model
     return config
 
 
@@ -134,7 +145,7 @@ def baseline(data_dir: str, feature_set: str, target: str, alpha: float,
         click.echo(f"baseline: logged {info.model_uri}")
 
         validation = data_io.read_split(path, "validation")
-        config = numerai_evaluator_config(path, feature_set, target)
+        config = numerai_evaluator_config(path, feature_set, target, churn_model=register_as)
         if "meta_model" in config:
             log_new_params({"mmc_benchmark": config["meta_model"].name})
         metrics = evaluate_numerai(info.model_uri, validation, target, config)

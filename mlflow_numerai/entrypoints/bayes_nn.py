@@ -374,7 +374,7 @@ def bayes_nn(data_dir, feature_set, target_model, epochs, batch_size, lr, final_
         from mlflow_numerai.data import io as data_io
 
         validation = data_io.read_split(path, "validation")
-        config = numerai_evaluator_config(path, feature_set, "target")
+        config = numerai_evaluator_config(path, feature_set, "target", churn_model=register_as)
         if "meta_model" in config:
             mlflow.log_param("mmc_benchmark", config["meta_model"].name)
         metrics = evaluate_numerai(info.model_uri, validation, "target", config)

@@ -180,7 +180,7 @@ def keras_stream(data_dir: str, feature_set: str, targets: str, hidden: str, dro
                                  data_version=version)
         click.echo(f"keras_stream: logged {info.model_uri} (best epoch {result.best_epoch + 1})")
         validation = data_io.read_split(path, "validation")
-        eval_config = numerai_evaluator_config(path, feature_set, target_list[0])
+        eval_config = numerai_evaluator_config(path, feature_set, target_list[0], churn_model=register_as)
         if "meta_model" in eval_config:
             mlflow.log_param("mmc_benchmark", eval_config["meta_model"].name)
         metrics = evaluate_numerai(info.model_uri, validation, target_list[0], eval_config)

@@ -118,7 +118,15 @@ def _expected(logged) -> dict[str, list[str]]:
         "training": ["Training", "keras-a", "keras-b", _f4(best_keras), "Loader throughput"],
         "forecasts": ["Forecasts", "realgdp test RMSE", _f4(rmse), "Order search", "p = 2, q = 0"],
         "compare": ["Compare", "Per-era corr", "Cumulative corr", _f4(top[0])],
+        "diagnostics": _diagnostics_needles(logged),
     }
+
+
+def _diagnostics_needles(logged) -> list[str]:
+    """The Diagnostics page of the first model (numerai-baseline): its tiles and charts."""
+    m = logged.metrics[logged.baseline]
+    return ["Diagnostics", "CWMM", "TB200", "Churn", "Payout est.", _f4(m["mmc_mean"]), _f4(m["bmc_mean"]),
+            _f4(m["churn_mean"]), "Cumulative scores", "Download the per-era table"]
 
 
 def _wait_for_text(driver, needles: list[str], timeout: float = 60) -> str:
@@ -150,6 +158,21 @@ def test_every_page_renders_models_states_and_metrics(server, browser):
         assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
     if os.environ.get("DASHBOARD_SCREENSHOT"):
         shutil.copy(ARTIFACTS / "dashboard_models.png", os.environ["DASHBOARD_SCREENSHOT"])
+
+
+def test_diagnostics_page_in_the_browser(server, browser):
+    """Numerai's tiles, the cumulative chart and the per-era table drawn by a real browser."""
+    from selenium.webdriver.common.by import By
+
+    url, logged = server
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.get(f"{url}/diagnostics")
+    _wait_for_text(browser, _diagnostics_needles(logged), timeout=180)
+    time.sleep(2.0)  # let Vega finish drawing
+    charts = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg')
+    assert len(charts) >= 2, "the cumulative and per-era charts are not drawn"
+    shot = ARTIFACTS / "dashboard_diagnostics.png"
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
 
 
 def test_an_unreachable_store_shows_an_error_in_the_browser(browser, tmp_path):

@@ -20,10 +20,13 @@ options = dict(zip(labels, runs["run_id"]))
 families = sorted(runs["family"].dropna().unique())
 keep = st.multiselect("Families", families, default=families, key="cmp_families")
 choices = [lab for lab, fam in zip(labels, runs["family"]) if fam in keep]
-# Default: the three best top-level runs by the evaluator's corr mean.
+# Default: the three best top-level runs by the chosen diagnostic (the evaluator's corr mean first).
+sortable = [(label, key) for label, key, _ in data.DIAGNOSTIC_TILES if f"metrics.{key}" in runs]
+sort_label = st.selectbox("Rank runs by", [label for label, _ in sortable], key="cmp_sort") if sortable else None
 ranked = runs[runs["family"].isin(keep) & runs["parent_run_id"].isna()]
-if "metrics.numerai_corr_mean" in ranked:
-    ranked = ranked.dropna(subset=["metrics.numerai_corr_mean"]).sort_values("metrics.numerai_corr_mean", ascending=False)
+if sort_label is not None:
+    key = f"metrics.{dict(sortable)[sort_label]}"
+    ranked = ranked.dropna(subset=[key]).sort_values(key, ascending=dict(sortable)[sort_label] in data.LOWER_IS_BETTER)
 label_of = dict(zip(runs["run_id"], labels))
 default = [label_of[r] for r in ranked["run_id"][:3]]
 picked = st.multiselect("Runs", choices, default=default, key="cmp_runs")
@@ -63,6 +66,7 @@ else:
     st.markdown("**From the per-era corr**")
     st.table(ui.rounded(stats.drop(columns=["run_id"]).set_index("run")))
 
-st.markdown("**Logged metrics**")
-table = data.compare_table(runs, ids)
+st.markdown("**Logged metrics**" + (f" (runs ranked by {sort_label})" if sort_label else ""))
+order = [r for r in ranked["run_id"] if r in ids] + [r for r in ids if r not in set(ranked["run_id"])]
+table = data.compare_table(runs, order)
 st.table(ui.rounded(table.dropna(how="all")))

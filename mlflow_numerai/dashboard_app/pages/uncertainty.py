@@ -32,7 +32,9 @@ bars = alt.Chart(table).mark_bar().encode(
     color=alt.Color("prior:N", title="prior"),
     tooltip=["model", "prior", "hidden", alt.Tooltip("burn_auc:Q", format=".3f"), "n_burn_eras"],
 )
-chance = alt.Chart({"values": [{"x": 0.5}]}).mark_rule(strokeDash=[4, 4], color="gray").encode(x="x:Q")
+# The chance line from the bars' own data (a datum): a second, inline data set in the layer
+# left the bars undrawn in the browser.
+chance = alt.Chart(table).mark_rule(strokeDash=[4, 4], color="gray").encode(x=alt.datum(0.5))
 st.altair_chart((bars + chance).properties(height=40 + 28 * len(table)), width="stretch")
 st.table(ui.rounded(table.set_index("model")[["prior", "hidden", "burn_auc", "n_burn_eras", "ensemble_corr_mean"]].dropna(axis=1, how="all")))
 
