@@ -46,7 +46,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from mlflow_numerai.families.varmax_forecast import forecast_frame
+from mlflow_numerai.families.varmax_forecast import forecast_frame, output_columns
 
 TRANSFORMS = ("levels", "log", "diff", "log-diff")
 CRITERIA = ("aic", "bic", "hqic", "test_rmse")
@@ -702,7 +702,8 @@ def make_predict(
     default_alpha = float(alpha)
     # numpy arrays and strings only: the closure pickles without statsmodels (see varmax_forecast)
     state = forecast_state(results)
-    labels = forecast_labels(results, max_horizon)
+    labels = pd.Index(forecast_labels(results, max_horizon), name="period")
+    columns = output_columns(endog_names)
 
     def forecast(frame: pd.DataFrame, alpha: float = default_alpha) -> pd.DataFrame:
         steps, exog = parse_forecast_request(frame, exog_names, max_horizon)
@@ -715,6 +716,7 @@ def make_predict(
             names=endog_names,
             labels=labels,
             alpha=check_alpha(alpha),
+            columns=columns,
         )
         out.insert(0, "step", np.arange(1, steps + 1, dtype="int64"))
         return out
@@ -771,6 +773,10 @@ def parse_forecast_request(
 
 def _numeric_block(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     """The columns as float64, or ForecastInputError naming a non-numeric or NaN column."""
+    if list(frame.columns) == columns and all(dtype == np.float64 for dtype in frame.dtypes):
+        values = frame.to_numpy(dtype="float64")  # the usual request: one float block, no copy
+        if np.isfinite(values).all():
+            return values
     out = np.empty((len(frame), len(columns)))
     for j, column in enumerate(columns):
         series = frame[column]

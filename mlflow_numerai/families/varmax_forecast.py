@@ -92,10 +92,15 @@ def forecast_frame(
     transform: str,
     last_level: np.ndarray,
     names: list[str],
-    labels: list[str],
+    labels: pd.Index | list[str],
     alpha: float,
+    columns: pd.Index | None = None,
 ) -> pd.DataFrame:
-    """`<var>_forecast/_lower/_upper` in original units for `steps` periods, indexed by `period`."""
+    """`<var>_forecast/_lower/_upper` in original units for `steps` periods, indexed by `period`.
+
+    `labels` holds the period labels of steps 1, 2, ...; `columns` (optional) the output column
+    Index: passing both prebuilt saves building Index objects on every request.
+    """
     if steps > len(labels):
         raise ValueError(f"at most {len(labels)} forecast periods, got {steps}")
     mean, covs = forecast_moments(state, steps, exog)
@@ -110,6 +115,14 @@ def forecast_frame(
     lower, upper = mean - z * sd, mean + z * sd
     if transform in ("log", "log-diff"):
         mean, lower, upper = np.exp(mean), np.exp(lower), np.exp(upper)
-    columns = [f"{name}_{part}" for name in names for part in ("forecast", "lower", "upper")]
+    if columns is None:
+        columns = output_columns(names)
+    if not isinstance(labels, pd.Index):
+        labels = pd.Index(labels, name="period")
     values = np.stack([mean, lower, upper], axis=2).reshape(steps, 3 * len(names))
-    return pd.DataFrame(values, columns=columns, index=pd.Index(labels[:steps], name="period"))
+    return pd.DataFrame(values, columns=columns, index=labels[:steps])
+
+
+def output_columns(names: list[str]) -> pd.Index:
+    """`<var>_forecast`, `<var>_lower`, `<var>_upper` per endogenous variable."""
+    return pd.Index([f"{name}_{part}" for name in names for part in ("forecast", "lower", "upper")])
