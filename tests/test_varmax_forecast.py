@@ -133,6 +133,17 @@ def test_seed_data_with_ten_exog_series():
     assert_equal_to_reference(out, expected)
 
 
+def test_overflowing_exog_is_refused_not_forecast(series):
+    """Fixed: finite but huge exogenous values (1e300) gave an infinite/NaN "forecast" (served as
+    200 with Infinity and NaN); now a ForecastInputError (a 400 behind the server) names why."""
+    _, predict, _, future = fitted(series, (1, 0), "log-diff", EXOG)
+    huge = future.iloc[:3].copy()
+    huge.loc[1, "rate"] = 1e300
+    with pytest.raises(fam.ForecastInputError, match="exogenous values are too large"):
+        predict(huge)
+    assert np.isfinite(predict(future.iloc[:3]).drop(columns="step").to_numpy()).all()
+
+
 BLOCKED_LOAD = textwrap.dedent("""
     import importlib.abc, pickle, sys
     BLOCKED = ("statsmodels", "scipy", "mlflow_numerai", "mlflow", "sklearn")

@@ -718,6 +718,11 @@ def make_predict(
             alpha=check_alpha(alpha),
             columns=columns,
         )
+        if not np.isfinite(out.to_numpy()).all():  # e.g. exog of 1e300: overflow, not a forecast
+            raise ForecastInputError(
+                "the forecast is not finite: the exogenous values are too large for this model"
+                if exog is not None else "the forecast is not finite"
+            )
         out.insert(0, "step", np.arange(1, steps + 1, dtype="int64"))
         return out
 
