@@ -46,7 +46,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from mlflow_numerai.families.varmax_forecast import forecast_frame, output_columns
+from mlflow_numerai.families.varmax_forecast import forecast_frame
 
 TRANSFORMS = ("levels", "log", "diff", "log-diff")
 CRITERIA = ("aic", "bic", "hqic", "test_rmse")
@@ -702,8 +702,8 @@ def make_predict(
     default_alpha = float(alpha)
     # numpy arrays and strings only: the closure pickles without statsmodels (see varmax_forecast)
     state = forecast_state(results)
-    labels = pd.Index(forecast_labels(results, max_horizon), name="period")
-    columns = output_columns(endog_names)
+    # plain lists: a pandas string Index would pickle pyarrow into predict.pkl's requirements
+    labels = forecast_labels(results, max_horizon)
 
     def forecast(frame: pd.DataFrame, alpha: float = default_alpha) -> pd.DataFrame:
         steps, exog = parse_forecast_request(frame, exog_names, max_horizon)
@@ -716,7 +716,6 @@ def make_predict(
             names=endog_names,
             labels=labels,
             alpha=check_alpha(alpha),
-            columns=columns,
         )
         if not np.isfinite(out.to_numpy()).all():  # e.g. exog of 1e300: overflow, not a forecast
             raise ForecastInputError(
