@@ -3,11 +3,14 @@
 1. Order search on the seed's configuration (US macro data, 2 endog, 10 exog, log-diff): the
    same candidate orders fitted sequentially and in a process pool, in the same run; the two
    result tables are checked equal.
-2. Serving: trains the champion (small search), starts `mlflow models serve ... --env-manager
-   local` on a loopback port, sends N forecast requests at concurrency C, and prints p50/p99
-   latency, requests/s and errors next to the in-process forecast time (closure and pyfunc).
+2. Serving: trains the champion (small search); in-process, times the closed-form `predict`
+   against the statsmodels path (same forecast, checked equal) and MLflow's parts of a request
+   (JSON parsing, schema enforcement, output JSON, the whole handler without HTTP); then, for each
+   `-w` in --serve-workers, starts `mlflow models serve ... --env-manager local -w W` on a
+   loopback port, sends N forecast requests at concurrency C and the same number of `/ping`
+   (the HTTP floor), and prints p50/p99 latency, requests/s, errors and the load average.
 
-    .venv/bin/python benchmarks/bench_varmax.py                      # both parts
+    .venv/bin/python benchmarks/bench_varmax.py --skip-search        # serving: -w 1 and -w 2
     .venv/bin/python benchmarks/bench_varmax.py --skip-serving --max-p 3 --max-q 2
 """
 
@@ -92,13 +95,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def bench_serving(n_requests: int, concurrency: int, steps: int) -> None:
+def bench_serving(n_requests: int, concurrency: int, steps: int, serve_workers: list[int]) -> None:
+    import json
+
     import mlflow
     import requests
     from click.testing import CliRunner
+    from mlflow.pyfunc import scoring_server
 
     from mlflow_numerai.entrypoints.varmax import varmax
-    from mlflow_numerai.families.varmax import PRESETS, load_macrodata
+    from mlflow_numerai.families import varmax as fam
 
     with tempfile.TemporaryDirectory(prefix="bench-varmax-") as tmp:
         uri = f"sqlite:///{tmp}/mlflow.db"
@@ -108,43 +114,98 @@ def bench_serving(n_requests: int, concurrency: int, steps: int) -> None:
         result = CliRunner().invoke(varmax, ["--max-p", "1", "--max-q", "0", "--workers", "1", "--no-progress"])
         if result.exit_code != 0:
             raise SystemExit(f"training failed:\n{result.output}")
-        request = load_macrodata()[list(PRESETS["macrodata-seed"].exog)].iloc[-steps:].reset_index(drop=True)
+        config = fam.PRESETS["macrodata-seed"]
+        frame = fam.load_macrodata()
+        request = frame[list(config.exog)].iloc[-steps:].reset_index(drop=True)
         payload = {"dataframe_split": {"columns": list(request.columns), "data": request.to_numpy().tolist()}}
+        body = json.dumps(payload)
 
-        # in-process: the pyfunc (what the server calls) and the bare closure inside it
+        # in-process: the closure (closed form), the same forecast through statsmodels (the old
+        # path: the champion refitted identically), MLflow's parts of a request, all in this run
         model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
         closure = model.unwrap_python_model()._predict
-        in_pyfunc = timed(lambda: model.predict(request), 200)
-        in_closure = timed(lambda: closure(request), 200)
+        endog, exog = fam.model_data(frame, config)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            results, _ = fam.fit_varmax(endog, exog, (1, 0), trend=config.trend, maxiter=config.maxiter)
+        last = frame[list(config.endog)].iloc[-1].to_numpy()
+        old = lambda: fam.statsmodels_forecast_original_units(  # noqa: E731
+            results, steps, request, transform=config.transform, last_level=last, endog_names=config.endog)
+        gap = np.max(np.abs(closure(request).iloc[:, 1:].to_numpy() / old().to_numpy() - 1))
+        schema = model.metadata.get_input_schema()
+        parsed = scoring_server._parse_json_data(body, model.metadata, schema).data
+        out = model.predict(parsed)
+        parts = {
+            "closure `predict(frame)` (closed form)": timed(lambda: closure(request), 500),
+            "statsmodels path (`get_forecast`, the old predict)": timed(old, 50),
+            "JSON body -> DataFrame (`_parse_json_data`)": timed(
+                lambda: scoring_server._parse_json_data(body, model.metadata, schema), 500),
+            "pyfunc `model.predict` (schema enforcement + wrapper + closure)": timed(lambda: model.predict(parsed), 500),
+            "DataFrame -> JSON (`predictions_to_json`)": timed(
+                lambda: scoring_server.predictions_to_json(out, __import__("io").StringIO()), 500),
+            "whole `/invocations` handler without HTTP (`scoring_server.invocations`)": timed(
+                lambda: scoring_server.invocations(body, "application/json", model, schema), 500),
+        }
+        print(f"in-process, {steps}-step forecast of the champion VARMAX(1,0) (seed preset: 10 exog, log-diff), "
+              f"median of repeated calls; closed form vs statsmodels: max relative gap {gap:.1e}")
+        print("| what | ms per request |")
+        print("| --- | --- |")
+        for what, seconds in parts.items():
+            print(f"| {what} | {seconds * 1000:.3f} |")
+        closed, statsm = parts["closure `predict(frame)` (closed form)"], parts[
+            "statsmodels path (`get_forecast`, the old predict)"]
+        print(f"closed form {closed * 1000:.3f} ms vs statsmodels {statsm * 1000:.2f} ms: {statsm / closed:.0f}x; "
+              f"target <= 0.5 ms: {'met' if closed <= 0.0005 else 'NOT met'}")
 
-        port = free_port()
-        env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-        log = open(Path(tmp) / "serve.log", "w")
-        proc = subprocess.Popen(
-            [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{NAME}@champion", "--env-manager", "local",
-             "-h", "127.0.0.1", "-p", str(port)],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp, start_new_session=True,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_ready(url, proc)
-            session = requests.Session()
-            for _ in range(20):  # warm-up
-                session.post(f"{url}/invocations", json=payload, timeout=60)
-            latencies, errors, wall = load_test(url, payload, n_requests, concurrency)
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-            log.close()
+        rows = []
+        for workers in serve_workers:
+            rows.append((workers, *serve_and_load(tmp, payload, n_requests, concurrency, workers)))
+    print(f"\nserved: `mlflow models serve -m models:/{NAME}@champion --env-manager local -w W`, {n_requests} "
+          f"requests of {steps} steps at concurrency {concurrency} (own input example, dataframe_split); "
+          f"`/ping` the same way: the HTTP + server floor")
+    print("| workers | p50 ms | p99 ms | requests/s | errors | /ping p50 ms | /ping p99 ms | /ping req/s | load before |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for workers, inv, ping, load in rows:
+        print(f"| {workers} | {inv[0]:.1f} | {inv[1]:.1f} | {inv[2]:.0f} | {inv[3]} | {ping[0]:.1f} | {ping[1]:.1f} "
+              f"| {ping[2]:.0f} | {load} |")
+    for workers, inv, _, _ in rows:
+        if workers == 2:
+            ok = inv[1] <= 50 and inv[2] >= 200 and inv[3] == 0
+            print(f"-w 2 target p99 <= 50 ms, >= 200 req/s, 0 errors: {'met' if ok else 'NOT met'} "
+                  f"(p99 {inv[1]:.1f} ms, {inv[2]:.0f} req/s, {inv[3]} errors)")
 
-    ms = np.array(latencies) * 1000
-    print(f"serving: {n_requests} requests of {steps} forecast steps, concurrency {concurrency}, one uvicorn worker")
-    print("| what | p50 ms | p99 ms | requests/s | errors |")
-    print("| --- | --- | --- | --- | --- |")
-    print(f"| served (`/invocations`, dataframe_split) | {np.percentile(ms, 50):.1f} | {np.percentile(ms, 99):.1f} "
-          f"| {n_requests / wall:.1f} | {errors} |")
-    print(f"| in-process pyfunc `model.predict` (median of 200) | {in_pyfunc * 1000:.1f} | | | |")
-    print(f"| in-process closure `predict(frame)` (median of 200) | {in_closure * 1000:.1f} | | | |")
+
+def serve_and_load(tmp: str, payload: dict, n_requests: int, concurrency: int, workers: int):
+    """((p50 ms, p99 ms, req/s, errors) of /invocations, the same of /ping, load average)."""
+    import requests
+
+    port = free_port()
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    log = open(Path(tmp) / f"serve-{workers}.log", "w")
+    proc = subprocess.Popen(
+        [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{NAME}@champion", "--env-manager", "local",
+         "-h", "127.0.0.1", "-p", str(port), "-w", str(workers)],
+        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc)
+        session = requests.Session()
+        for _ in range(40):  # warm-up (both workers)
+            session.post(f"{url}/invocations", json=payload, timeout=60)
+        load = f"{os.getloadavg()[0]:.1f}"
+        inv = summary(*load_test(url, payload, n_requests, concurrency), n_requests)
+        ping = summary(*load_test(url, None, n_requests, concurrency), n_requests)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+        log.close()
+    return inv, ping, load
+
+
+def summary(latencies: list[float], errors: int, wall: float, n: int) -> tuple[float, float, float, int]:
+    ms = np.array(latencies) * 1000 if latencies else np.array([np.nan])
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), n / wall, errors
 
 
 def timed(fn, repeats: int) -> float:
@@ -174,8 +235,9 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
     raise SystemExit("scoring server not ready")
 
 
-def load_test(url: str, payload: dict, n: int, concurrency: int) -> tuple[list[float], int, float]:
-    """(latencies of the successful requests, number of errors, wall seconds)."""
+def load_test(url: str, payload: dict | None, n: int, concurrency: int) -> tuple[list[float], int, float]:
+    """(latencies of the successful requests, number of errors, wall seconds); `payload` None:
+    GET /ping instead."""
     import threading
 
     import requests
@@ -187,8 +249,11 @@ def load_test(url: str, payload: dict, n: int, concurrency: int) -> tuple[list[f
         local.session = session
         started = time.perf_counter()
         try:
-            response = session.post(f"{url}/invocations", json=payload, timeout=60)
-            ok = response.status_code == 200 and len(response.json()["predictions"]) > 0
+            if payload is None:
+                ok = session.get(f"{url}/ping", timeout=60).status_code == 200
+            else:
+                response = session.post(f"{url}/invocations", json=payload, timeout=60)
+                ok = response.status_code == 200 and len(response.json()["predictions"]) > 0
         except requests.RequestException:
             ok = False
         return time.perf_counter() - started, ok
@@ -205,17 +270,21 @@ def main() -> None:
     parser.add_argument("--max-p", type=int, default=2)
     parser.add_argument("--max-q", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--serve-workers", type=int, nargs="+", default=[1, 2],
+                        help="uvicorn worker counts to serve with (-w), one server each")
     parser.add_argument("--skip-search", action="store_true")
     parser.add_argument("--skip-serving", action="store_true")
     args = parser.parse_args()
-    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+    print(f"machine: {os.cpu_count()} cores, load average {' '.join(f'{v:.1f}' for v in os.getloadavg())} "
+          "(1, 5, 15 min)")
     if not args.skip_search:
         bench_search(args.max_p, args.max_q, args.workers)
     if not args.skip_serving:
-        bench_serving(args.requests, args.concurrency, args.steps)
+        bench_serving(args.requests, args.concurrency, args.steps, args.serve_workers)
+    print(f"load average at the end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -133,9 +133,9 @@ def test_levels_predict_equals_statsmodels_get_forecast(series):
     assert list(out.index) == [str(p) for p in reference.predicted_mean.index]
     assert list(out["step"]) == [1, 2, 3, 4, 5]
     for j, name in enumerate(ENDOG):
-        np.testing.assert_array_equal(out[f"{name}_forecast"], reference.predicted_mean[name])
-        np.testing.assert_array_equal(out[f"{name}_lower"], bounds.iloc[:, j])
-        np.testing.assert_array_equal(out[f"{name}_upper"], bounds.iloc[:, len(ENDOG) + j])
+        np.testing.assert_allclose(out[f"{name}_forecast"], reference.predicted_mean[name], rtol=1e-8, atol=0)
+        np.testing.assert_allclose(out[f"{name}_lower"], bounds.iloc[:, j], rtol=1e-8, atol=0)
+        np.testing.assert_allclose(out[f"{name}_upper"], bounds.iloc[:, len(ENDOG) + j], rtol=1e-8, atol=0)
     wider = predict.with_params(future, alpha=0.01)
     assert (wider["gdp_upper"] - wider["gdp_lower"] > out["gdp_upper"] - out["gdp_lower"]).all()
 

@@ -5,21 +5,24 @@ Maths only (no MLflow). The pipeline is the one of seed document 003 done right:
 * the series is split **by time** (the last `test_periods` periods are the test set, never a
   random shuffle);
 * every candidate order (p, q) is fitted on the training part and scored with aic/bic/hqic and
-  with a real out-of-sample forecast of the test periods (`get_forecast(steps, exog=...)`, never
-  the in-sample `predict()`);
+  with a real out-of-sample forecast of the test periods (never the in-sample `predict()`);
 * the winner is refitted on the whole series and wrapped in a `predict(frame) -> frame` closure
   that forecasts the periods after the last observation.
 
+Forecasts are computed in closed form from the fitted state space matrices
+(:mod:`.varmax_forecast`, numpy only: a served request touches no statsmodels code); they equal
+statsmodels' `get_forecast` (:func:`statsmodels_forecast_original_units`, kept as the reference).
+
 Transforms and how forecasts come back to the original units (`transform`):
 
-* ``levels``: the model's forecast and interval as statsmodels returns them.
+* ``levels``: the model's forecast and interval (mean ± z·sqrt(F_h)), as statsmodels gives them.
 * ``log``: the model runs on ``log(y)``; forecast = ``exp(mean)`` (the median in original
   units), bounds = ``exp(lower)``, ``exp(upper)`` (exact quantiles: exp is monotone).
 * ``diff``: the model runs on ``y_t - y_{t-1}``; the level forecast is the last observed level
   plus the cumulative sum of the forecast differences. Its interval is ``level ± z·sqrt(V_h)``
   where ``V_h`` is the variance of the *sum* of the first h forecast errors, computed exactly from
-  the Kalman filter's predicted state covariances including the covariances across horizons
-  (:func:`cumulative_forecast_variance`). Adding the per-step bounds would be wrong (too wide
+  the predicted state covariances including the covariances across horizons
+  (`varmax_forecast.cumulative_variances`). Adding the per-step bounds would be wrong (too wide
   when errors cancel, too narrow when they persist).
 * ``log-diff``: as ``diff`` on ``log(y)``, then ``exp`` of forecast and bounds (median and exact
   quantiles in original units).
@@ -42,6 +45,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
+
+from mlflow_numerai.families.varmax_forecast import forecast_frame
 
 TRANSFORMS = ("levels", "log", "diff", "log-diff")
 CRITERIA = ("aic", "bic", "hqic", "test_rmse")
@@ -298,7 +303,8 @@ def fit_varmax(
 def cumulative_forecast_variance(
     prediction_results: Any, design: np.ndarray, transition: np.ndarray
 ) -> np.ndarray:
-    """Covariance of the sums of the first h forecast errors, h = 1..H, shape (H, k, k).
+    """Covariance of the sums of the first h forecast errors, h = 1..H, shape (H, k, k), from
+    statsmodels prediction results (the reference path; the served one is `varmax_forecast`).
 
     For forecast errors e_i = y_i - E[y_i] of a time-invariant state space model (design Z,
     transition T), Cov(e_i, e_j) = Z P_i (T^(j-i))' Z' for i < j, with P_i the predicted state
@@ -321,6 +327,47 @@ def cumulative_forecast_variance(
     return out
 
 
+def forecast_state(results: Any) -> dict[str, Any]:
+    """The fitted state space of a VARMAX results object as numpy arrays, for
+    :mod:`.varmax_forecast`: time-invariant matrices, exog and trend coefficients of the state
+    intercept, the filtered state at the end of the sample and the predicted covariance after it."""
+    model = results.model
+    fr = results.filter_results
+    if model.k_exog and not model.mle_regression:
+        raise ValueError("closed-form forecasts need mle_regression=True (exog in the state intercept)")
+    params = np.asarray(results.params, dtype="float64")
+    k = model.k_endog
+    selection = _time_invariant(fr.selection)
+    state = {
+        "transition": _time_invariant(fr.transition).astype("float64"),
+        "design": _time_invariant(fr.design).astype("float64"),
+        "obs_intercept": np.asarray(fr.obs_intercept, dtype="float64")[:, 0],  # (k, 1): constant
+        "obs_cov": _time_invariant(fr.obs_cov).astype("float64"),
+        "selected_state_cov": selection @ _time_invariant(fr.state_cov) @ selection.T,
+        "filtered_state": np.asarray(fr.filtered_state[:, -1], dtype="float64"),
+        # P_1 of the forecasts (not derived from filtered_state_cov: see varmax_forecast)
+        "predicted_state_cov": np.asarray(fr.predicted_state_cov[:, :, -1], dtype="float64"),
+        "exog_coef": np.zeros((k, 0)),
+        "trend_coef": np.zeros((k, 0)),
+        "trend_powers": tuple(int(v) for v in np.asarray(model.polynomial_trend).nonzero()[0]),
+        # the trend term of forecast step 1 is that of period nobs (periods count from trend_offset)
+        "trend_start": int(model.trend_offset + model.nobs),
+    }
+    if model.k_exog:
+        state["exog_coef"] = params[model._params_regression].reshape(k, model.k_exog)
+    if model.k_trend:
+        state["trend_coef"] = params[model._params_trend].reshape(k, model.k_trend)
+    return state
+
+
+def forecast_labels(results: Any, horizon: int) -> list[str]:
+    """The `horizon` periods after the fitted sample as strings ("2009Q4"), as statsmodels
+    indexes its forecasts (step numbers when the model had no dates)."""
+    model = results.model
+    index = model._get_prediction_index(model.nobs, model.nobs + horizon - 1)[3]
+    return list(_period_labels(index))
+
+
 def forecast_original_units(
     results: Any,
     steps: int,
@@ -331,17 +378,41 @@ def forecast_original_units(
     endog_names: Iterable[str],
     alpha: float = 0.05,
 ) -> pd.DataFrame:
-    """Forecast `steps` periods after the fitted sample, in original units.
+    """Forecast `steps` periods after the fitted sample, in original units (closed form).
 
     Columns `<var>_forecast`, `<var>_lower`, `<var>_upper` per endogenous variable, indexed by
     the forecast periods (see the module docstring for how bounds are mapped back).
     """
+    return forecast_frame(
+        forecast_state(results),
+        steps,
+        None if exog is None else np.asarray(exog, dtype="float64"),
+        transform=transform,
+        last_level=np.asarray(last_level, dtype="float64"),
+        names=list(endog_names),
+        labels=forecast_labels(results, steps),
+        alpha=alpha,
+    )
+
+
+def statsmodels_forecast_original_units(
+    results: Any,
+    steps: int,
+    exog: pd.DataFrame | np.ndarray | None,
+    *,
+    transform: str,
+    last_level: np.ndarray,
+    endog_names: Iterable[str],
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """:func:`forecast_original_units` through statsmodels' `get_forecast` (~9 ms a call): the
+    reference the closed form is tested and benchmarked against; not used to serve."""
     names = list(endog_names)
     with single_blas_thread():
-        return _forecast_original_units(results, steps, exog, transform, last_level, names, alpha)
+        return _statsmodels_forecast(results, steps, exog, transform, last_level, names, alpha)
 
 
-def _forecast_original_units(results, steps, exog, transform, last_level, names, alpha) -> pd.DataFrame:
+def _statsmodels_forecast(results, steps, exog, transform, last_level, names, alpha) -> pd.DataFrame:
     from scipy.stats import norm
 
     forecast = results.get_forecast(steps=steps, exog=exog)
@@ -629,18 +700,28 @@ def make_predict(
     exog_names = list(exog_names)
     last_level = np.asarray(last_level, dtype="float64")
     default_alpha = float(alpha)
+    # numpy arrays and strings only: the closure pickles without statsmodels (see varmax_forecast)
+    state = forecast_state(results)
+    # plain lists: a pandas string Index would pickle pyarrow into predict.pkl's requirements
+    labels = forecast_labels(results, max_horizon)
 
     def forecast(frame: pd.DataFrame, alpha: float = default_alpha) -> pd.DataFrame:
         steps, exog = parse_forecast_request(frame, exog_names, max_horizon)
-        out = forecast_original_units(
-            results,
+        out = forecast_frame(
+            state,
             steps,
             exog,
             transform=transform,
             last_level=last_level,
-            endog_names=endog_names,
+            names=endog_names,
+            labels=labels,
             alpha=check_alpha(alpha),
         )
+        if not np.isfinite(out.to_numpy()).all():  # e.g. exog of 1e300: overflow, not a forecast
+            raise ForecastInputError(
+                "the forecast is not finite: the exogenous values are too large for this model"
+                if exog is not None else "the forecast is not finite"
+            )
         out.insert(0, "step", np.arange(1, steps + 1, dtype="int64"))
         return out
 
@@ -696,6 +777,10 @@ def parse_forecast_request(
 
 def _numeric_block(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     """The columns as float64, or ForecastInputError naming a non-numeric or NaN column."""
+    if list(frame.columns) == columns and all(dtype == np.float64 for dtype in frame.dtypes):
+        values = frame.to_numpy(dtype="float64")  # the usual request: one float block, no copy
+        if np.isfinite(values).all():
+            return values
     out = np.empty((len(frame), len(columns)))
     for j, column in enumerate(columns):
         series = frame[column]

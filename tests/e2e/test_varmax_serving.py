@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-pytestmark = pytest.mark.e2e
+# training + a server start took ~560 s of setup at load average ~30 on 2 cores (600 s default)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
 BIN = Path(sys.executable).parent
 NAME = "numerai-varmax"
@@ -50,9 +51,26 @@ def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 240
     raise RuntimeError(f"scoring server not ready after {timeout}s:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture()
-def served(tracking_uri, tmp_path):
-    """(base URL, in-process pyfunc model, example request) with the champion being served."""
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """(base URL, in-process pyfunc model, example request) with the champion being served
+    (one training and one server for the module's tests, in their own tracking store)."""
+    import mlflow
+
+    tmp_path = tmp_path_factory.mktemp("varmax-serving")
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+        patch.setenv("MLFLOW_NUMERAI_CACHE", str(tmp_path / "cache"))
+        mlflow.set_tracking_uri(tracking_uri)
+        try:
+            yield from _serve_champion(tracking_uri, tmp_path)
+        finally:
+            if mlflow.active_run():
+                mlflow.end_run()
+
+
+def _serve_champion(tracking_uri: str, tmp_path: Path):
     import mlflow
     from click.testing import CliRunner
 
@@ -141,3 +159,127 @@ def test_served_forecasts_equal_in_process_and_bad_requests_get_4xx(served):
     # still serving, same numbers
     assert_same_forecast(post(url, split_payload(request)), expected)
     assert requests.get(f"{url}/docs", timeout=10).status_code == 200
+
+
+# --------------------------------------------------------------------------- fuzz
+
+FUZZ_SEED = 16
+FUZZ_COUNT = 160
+FUZZ_SECONDS = 240.0
+JSON = "application/json"
+
+
+def fuzz_bodies(rng, request: pd.DataFrame, count: int):
+    """`count` seeded (label, body bytes, content type): valid requests, mutated cells (wrong
+    types, nulls, huge numbers), wrong shapes (too many/zero rows, missing/duplicate/extra
+    columns), bad params and bodies that are not JSON or not MLflow's formats."""
+    import json
+
+    columns = list(request.columns)
+    rows = request.to_numpy().tolist()
+    odd_values = ["high", "", None, True, [], {}, [1.0, 2.0], {"v": 1}, 1e308, -1e308, 10**400, 2**63,
+                  -(2**64), 1e-320, 0, "1.5", "NaN", "Infinity"]
+    bad_params = [{"alpha": a} for a in ("0.1x", None, [], {}, -1, 0, 1, 1.0, 2, 1e308, True, "")]
+    bad_params += [{"beta": 0.1}, {"alpha": 0.1, "steps": 3}, "alpha", [0.1], None]
+
+    def dumps(obj) -> bytes:
+        return json.dumps(obj).encode()  # Python's json writes NaN/Infinity for float specials
+
+    def split(data, cols=None, **extra):
+        return dumps({"dataframe_split": {"columns": cols if cols is not None else columns, "data": data},
+                      **extra})
+
+    def mutated_cells():
+        data = [list(r) for r in rows]
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(len(data))][rng.randrange(len(columns))] = rng.choice(
+                odd_values + [float("nan"), float("inf"), -float("inf")])
+        return data
+
+    kinds = [
+        ("valid", lambda: (split(rows), JSON)),
+        ("valid records", lambda: (dumps({"dataframe_records": [dict(zip(columns, r)) for r in rows]}), JSON)),
+        ("mutated cells", lambda: (split(mutated_cells()), JSON)),
+        ("null column", lambda: (split([[None if j == rng.randrange(len(columns)) else v for j, v in enumerate(r)]
+                                        for r in rows]), JSON)),
+        ("huge numbers", lambda: (split([[rng.choice([1e308, -1e308, 1e200]) for _ in columns] for _ in rows]),
+                                  JSON)),
+        ("too many rows", lambda: (split(rows * rng.choice([3, 10, 400])), JSON)),
+        ("zero rows", lambda: (split([]), JSON)),
+        ("ragged rows", lambda: (split([r[: rng.randrange(len(r))] for r in rows]), JSON)),
+        ("missing column", lambda: (split([r[1:] for r in rows], columns[1:]), JSON)),
+        ("duplicate column", lambda: (split([r + r[:1] for r in rows], columns + columns[:1]), JSON)),
+        ("extra column", lambda: (split([r + ["x"] for r in rows], columns + ["extra"]), JSON)),
+        ("bad params", lambda: (split(rows, params=rng.choice(bad_params)), JSON)),
+        ("wrong format", lambda: (dumps(rng.choice([
+            {"instances": rows}, {"inputs": rows}, {"inputs": {"a": 1}}, {"dataframe_split": rows},
+            {"dataframe_split": {"columns": columns}}, {"dataframe_records": rows}, {"dataframe_split": None},
+            {"dataframe_records": [{}]}, {"dataframe_split": {"columns": columns, "data": rows},
+                                          "dataframe_records": []}, [], {}, None, 3.5, "text",
+            {"dataframe_split": {"columns": 5, "data": "x"}}, {"dataframe_split": {"columns": columns,
+                                                                                   "data": [rows]}},
+        ])), JSON)),
+        ("not JSON", lambda: (rng.choice([b"", b"{", b"not json", b"\xff\xfe\x00", b'{"dataframe_split": ',
+                                          bytes(rng.randrange(256) for _ in range(64)), b"[" * 500]), JSON)),
+        ("other content type", lambda: (rng.choice([b"a,b\n1,2", b"\x00\x01", split(rows)]),
+                                        rng.choice(["text/csv", "text/plain", "application/octet-stream"]))),
+    ]
+    for i in range(count):
+        label, make = kinds[i % len(kinds)] if i < len(kinds) else rng.choice(kinds)
+        body, content_type = make()
+        yield label, body, content_type
+
+
+def test_fuzzed_bodies_never_get_a_5xx(served):
+    """Seeded random bodies against the real scoring server: each is answered 200 or 4xx (never
+    5xx, never a dropped connection), every 4xx carries a message, and it keeps serving."""
+    import random
+
+    import requests
+
+    url, model, request = served
+    expected = model.predict(request)
+    session = requests.Session()
+    statuses: dict[str, set[int]] = {}
+    server_errors = []
+    deadline = time.monotonic() + FUZZ_SECONDS
+    sent = 0
+    for label, body, content_type in fuzz_bodies(random.Random(FUZZ_SEED), request, FUZZ_COUNT):
+        if time.monotonic() > deadline:
+            break
+        try:
+            response = session.post(f"{url}/invocations", data=body, headers={"Content-Type": content_type},
+                                    timeout=60)
+        except requests.RequestException as exc:
+            server_errors.append((label, body[:200], f"{type(exc).__name__}: {exc}"))
+            session = requests.Session()
+            continue
+        sent += 1
+        statuses.setdefault(label, set()).add(response.status_code)
+        if response.status_code >= 500:
+            server_errors.append((label, body[:200], response.status_code, response.text[:300]))
+        elif response.status_code >= 400:
+            assert response.text.strip(), f"{label}: empty {response.status_code} body"
+    assert not server_errors, server_errors[:5]
+    assert sent >= 60, f"only {sent} fuzz requests in {FUZZ_SECONDS}s"
+    assert statuses["valid"] == {200} and statuses["not JSON"] <= set(range(400, 500))
+    assert statuses["too many rows"] <= set(range(400, 500)) and statuses["zero rows"] <= set(range(400, 500))
+    assert any(400 <= s < 500 for s in statuses["bad params"])
+    assert_same_forecast(post(url, split_payload(request)), expected)  # still serving, same numbers
+
+
+@pytest.mark.xfail(strict=True, reason="MLflow's scoring server does not catch the RecursionError of "
+                   "json.loads on a deeply nested body: 500 or a reset connection instead of a 400")
+def test_deeply_nested_json_body_gets_a_4xx(served):
+    """Found by the fuzz test (kept out of it): `[` x 5000 as the body. Not this package's code
+    (the request never reaches the model); strict, so a fixed MLflow turns this into a failure
+    that asks for the mark to go. Last in the module: it may leave the shared server broken."""
+    import requests
+
+    url, _, _ = served
+    try:
+        response = requests.post(f"{url}/invocations", data=b"[" * 5000,
+                                 headers={"Content-Type": JSON}, timeout=60)
+    except requests.ConnectionError as exc:
+        pytest.fail(f"connection failed: {exc}")
+    assert 400 <= response.status_code < 500, response.status_code
