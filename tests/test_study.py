@@ -117,3 +117,4 @@ def test_a_baseline_study_runs_nested_trials_and_registers_the_best(tmp_path, tr
     assert version.run_id == best.info.run_id
     names = {a.path for a in client.list_artifacts(parent, "study")}
     assert {"study/trials.csv", "study/params_vs_objective.png"} <= names
+

@@ -34,6 +34,7 @@ STUDY_RUN_ATTR = "mlflow_run_id"
 TRIAL_RUN_ATTR = "mlflow_run_id"
 SURPLUS_ATTR = "surplus"
 POLL_SECONDS = 1.0
+MAX_FAILURES_IN_A_ROW = 3
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,10 @@ def _keras_options(p: dict[str, Any]) -> list[str]:
             "--epochs", str(int(p["epochs"]))]
 
 
+def _bnn_options(p: dict[str, Any]) -> list[str]:
+    return ["--prior", str(p["prior"]), "--hidden", str(p["hidden"]), "--target-model", str(p["target_model"])]
+
+
 FAMILIES: dict[str, Family] = {
     "baseline": Family("mlflow_numerai.entrypoints.baseline:baseline",
                        {"alpha": Param("float", 1e-4, 1e3, log=True)}, _baseline_options),
@@ -84,7 +89,20 @@ FAMILIES: dict[str, Family] = {
                      "learning_rate": Param("float", 1e-4, 1e-2, log=True),
                      "epochs": Param("int", 2, 10)},
                     _keras_options),
+    # The seed's grid (= `train bnn-study` without the deterministic baselines), every point once.
+    "bnn": Family("mlflow_numerai.entrypoints.bayes_nn:bayes_nn",
+                  {"prior": Param("categorical", choices=("uniform", "normal", "laplace")),
+                   "hidden": Param("categorical", choices=("none", "128", "128-64", "128-64-64")),
+                   "target_model": Param("categorical", choices=("single",))},
+                  _bnn_options, grid=True),
 }
+
+
+def grid_size(space: dict[str, Param]) -> int:
+    size = 1
+    for p in space.values():
+        size *= len(p.choices)
+    return size
 
 
 def parse_space(family: str, specs: tuple[str, ...]) -> dict[str, Param]:
@@ -99,6 +117,8 @@ def parse_space(family: str, specs: tuple[str, ...]) -> dict[str, Param]:
             raise click.BadParameter(f"unknown search-space key {key!r} for {family}; choose from {sorted(space)}",
                                      param_hint="'--space'")
         base = space[key]
+        if FAMILIES[family].grid and "|" not in value and base.kind == "categorical":
+            value = value + "|"  # a one-point grid
         if "|" in value or base.kind == "categorical":
             space[key] = Param("categorical", choices=tuple(v.strip() for v in value.split("|") if v.strip()))
             continue
@@ -232,17 +252,18 @@ def _is_surplus(study, trial, n_trials: int) -> bool:
 
 
 def run_trial(family: str, params: dict[str, Any], base_args: list[str], parent_run_id: str,
-              experiment_id: str, trial_number: int, study_name: str, objective: str, client) -> tuple[str, float]:
+              experiment_id: str, trial, study_name: str, objective: str, client) -> tuple[str, float]:
     """The family's training command in a new run nested under the study's run; (run id, objective)."""
     import importlib
 
     import mlflow
 
     fam = FAMILIES[family]
-    run = client.create_run(experiment_id, run_name=f"{family}-trial-{trial_number}",
+    run = client.create_run(experiment_id, run_name=f"{family}-trial-{trial.number}",
                             tags={"mlflow.parentRunId": parent_run_id, "numerai.study": study_name,
-                                  "numerai.study_trial": str(trial_number)})
+                                  "numerai.study_trial": str(trial.number)})
     run_id = run.info.run_id
+    trial.set_user_attr(TRIAL_RUN_ATTR, run_id)  # at once: a dead worker's run is closed by this id
     module, attr = fam.command.split(":")
     command = getattr(importlib.import_module(module), attr)
     args = [*base_args, *fam.options(params), "--registered-model-name", "none"]
@@ -273,7 +294,7 @@ def worker_loop(study, storage, *, family: str, space: dict[str, Param], base_ar
 
     parent = study.user_attrs[STUDY_RUN_ATTR]
     experiment_id = study.user_attrs["mlflow_experiment_id"]
-    done_here = 0
+    done_here = failures = 0
     while True:
         optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, re-enqueued
         _close_dead_runs(study, client)
@@ -287,14 +308,14 @@ def worker_loop(study, storage, *, family: str, space: dict[str, Param], base_ar
         trial.set_user_attr("worker_pid", os.getpid())
         trial.set_user_attr("worker_host", socket.gethostname())
         if _is_surplus(study, trial, n_trials):
-            study._storage.set_trial_user_attr(trial._trial_id, SURPLUS_ATTR, True)
+            trial.set_user_attr(SURPLUS_ATTR, True)
             study.tell(trial, state=TrialState.FAIL)
             continue
         with Heartbeat(storage, trial._trial_id, heartbeat):
             params = {name: p.suggest(trial, name) for name, p in space.items()}
             click.echo(f"study: trial {trial.number} {params}")
             try:
-                run_id, value = run_trial(family, params, base_args, parent, experiment_id, trial.number,
+                run_id, value = run_trial(family, params, base_args, parent, experiment_id, trial,
                                           study.study_name, objective, client)
             except click.ClickException:
                 study.tell(trial, state=TrialState.FAIL)
@@ -302,9 +323,12 @@ def worker_loop(study, storage, *, family: str, space: dict[str, Param], base_ar
             except Exception as exc:
                 click.echo(f"study: trial {trial.number} failed: {type(exc).__name__}: {exc}", err=True)
                 study.tell(trial, state=TrialState.FAIL)
+                failures += 1
+                if failures >= MAX_FAILURES_IN_A_ROW:  # the family fails whatever the parameters
+                    raise click.ClickException(f"{failures} trials in a row failed; last: {exc}") from None
                 continue
-            trial.set_user_attr(TRIAL_RUN_ATTR, run_id)
         study.tell(trial, value)
+        failures = 0
         done_here += 1
         n_complete = _counts(study)[TrialState.COMPLETE]
         click.echo(f"study: trial {trial.number} {objective}={value:.5f} ({n_complete}/{n_trials} complete)")
@@ -358,6 +382,8 @@ def finalize(study, client, *, family: str, objective: str, registered_name: str
     client.log_metric(parent, "n_trials_complete", float(len(complete)))
     client.set_tag(parent, "numerai.study.best_run_id", best_run)
     client.set_tag(parent, "numerai.study.best_trial", str(best.number))
+    if FAMILIES[family].grid and family == "bnn":
+        bnn_study_level(complete, client, parent)
     version = None
     if registered_name:
         mv = mlflow.register_model(f"runs:/{best_run}/model", registered_name,
@@ -369,6 +395,45 @@ def finalize(study, client, *, family: str, objective: str, registered_name: str
     client.set_terminated(parent, "FINISHED")
     click.echo(f"study: best trial {best.number} {objective}={best.value:.5f} params {best.params}")
     return version
+
+
+def bnn_study_level(complete: list, client, parent: str) -> None:
+    """What `train bnn-study` logs on its parent, from the trial runs: the ensemble-vs-members
+    table, the Jensen-Shannon divergence matrix between the models and its heatmap."""
+    import tempfile
+
+    import mlflow
+    import pandas as pd
+
+    from mlflow_numerai.entrypoints.bayes_nn import ARTIFACT_DIR, plot_js
+    from mlflow_numerai.families.bnn_study import js_divergence_matrix
+
+    summary, members = [], {}
+    for t in sorted(complete, key=lambda t: t.number):
+        run = client.get_run(t.user_attrs[TRIAL_RUN_ATTR])
+        label = f"{t.params['prior']}/{t.params['hidden']}"
+        with tempfile.TemporaryDirectory() as tmp:
+            path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
+                                                       artifact_path=f"{ARTIFACT_DIR}/members.csv", dst_path=tmp)
+            members[label] = pd.read_csv(path, index_col=0)
+        keep = ("ensemble_corr_mean", "ensemble_sharpe", "member_corr_mean_mean", "member_corr_mean_std",
+                "member_sharpe_mean", "member_sharpe_std", "ensemble_minus_member_corr",
+                "frac_members_below_ensemble", "burn_auc", "n_burn_eras", "n_eras", "uncertainty_mean")
+        summary.append({"model": label, "prior": t.params["prior"], "hidden": t.params["hidden"],
+                        "target_model": t.params["target_model"],
+                        **{k: run.data.metrics.get(k, float("nan")) for k in keep}})
+    table = pd.DataFrame(summary).set_index("model")
+    client.log_text(parent, table.to_csv(), f"{ARTIFACT_DIR}/study_summary.csv")
+    client.log_metric(parent, "best_ensemble_corr_mean", float(table["ensemble_corr_mean"].max()))
+    client.set_tag(parent, "bnn.best_model", str(table["ensemble_corr_mean"].idxmax()))
+    if len(members) > 1:
+        js = js_divergence_matrix(members)
+        client.log_text(parent, js.to_csv(), f"{ARTIFACT_DIR}/js_divergence.csv")
+        fig = plot_js(js)
+        client.log_figure(parent, fig, f"{ARTIFACT_DIR}/js_divergence.png")
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
 
 
 def create_or_join(storage, study_name: str, direction: str, sampler, *, family: str, n_trials: int,
@@ -465,7 +530,14 @@ def study(family, n_trials, workers, storage, study_name, objective, direction, 
         experiment_id = get_or_create_experiment(os.environ["MLFLOW_EXPERIMENT_NAME"], client)
     else:
         experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID") or "0"
-    sampler = optuna.samplers.TPESampler(seed=None if seed is None else seed + worker_index)
+    if FAMILIES[family].grid:
+        grid = {k: list(p.choices) for k, p in space.items()}
+        sampler = optuna.samplers.GridSampler(grid, seed=seed)
+        if n_trials > grid_size(space):
+            click.echo(f"study: {family} is a grid of {grid_size(space)} points; --trials {n_trials} capped")
+            n_trials = grid_size(space)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=None if seed is None else seed + worker_index)
     the_study, created = create_or_join(rdb, study_name, direction, sampler, family=family, n_trials=n_trials,
                                         objective=objective, storage_url=storage_url, client=client,
                                         experiment_id=experiment_id, run_id=outer_run)
