@@ -243,6 +243,16 @@ def _close_dead_runs(study, client) -> None:
                 pass
 
 
+def _tell(study, trial, value=None, state=None) -> None:
+    """`study.tell`; a grid sampler's `study.stop()` on the last grid point (meant for
+    `Study.optimize`) is not an error here: the trial's state is stored before it raises."""
+    try:
+        study.tell(trial, value, state=state)
+    except RuntimeError as exc:
+        if "Study.stop" not in str(exc):
+            raise
+
+
 def _is_surplus(study, trial, n_trials: int) -> bool:
     """Whether `trial` would be beyond the N-th: N trials with lower numbers already run or ran."""
     from optuna.trial import TrialState
@@ -309,7 +319,7 @@ def worker_loop(study, storage, *, family: str, space: dict[str, Param], base_ar
         trial.set_user_attr("worker_host", socket.gethostname())
         if _is_surplus(study, trial, n_trials):
             trial.set_user_attr(SURPLUS_ATTR, True)
-            study.tell(trial, state=TrialState.FAIL)
+            _tell(study, trial, state=TrialState.FAIL)
             continue
         with Heartbeat(storage, trial._trial_id, heartbeat):
             params = {name: p.suggest(trial, name) for name, p in space.items()}
@@ -318,16 +328,16 @@ def worker_loop(study, storage, *, family: str, space: dict[str, Param], base_ar
                 run_id, value = run_trial(family, params, base_args, parent, experiment_id, trial,
                                           study.study_name, objective, client)
             except click.ClickException:
-                study.tell(trial, state=TrialState.FAIL)
+                _tell(study, trial, state=TrialState.FAIL)
                 raise
             except Exception as exc:
                 click.echo(f"study: trial {trial.number} failed: {type(exc).__name__}: {exc}", err=True)
-                study.tell(trial, state=TrialState.FAIL)
+                _tell(study, trial, state=TrialState.FAIL)
                 failures += 1
                 if failures >= MAX_FAILURES_IN_A_ROW:  # the family fails whatever the parameters
                     raise click.ClickException(f"{failures} trials in a row failed; last: {exc}") from None
                 continue
-        study.tell(trial, value)
+        _tell(study, trial, value)
         failures = 0
         done_here += 1
         n_complete = _counts(study)[TrialState.COMPLETE]
