@@ -200,3 +200,61 @@ def test_a_killed_workers_trial_is_retried(team_server, postgres, synthetic_dir,
     killed_run = [r for r in runs if r.data.tags["numerai.study_trial"] == str(killed_trial.number)]
     assert [r.info.status for r in killed_run] == ["KILLED"]
 
+
+
+def test_pipeline_commands_and_races_against_the_team_server(team_server, tmp_path, monkeypatch):
+    """data -> 4 trainings at once -> validate -> 2 racing promotions -> dashboard queries -> deployment."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.deployments import get_deploy_client
+
+    from mlflow_numerai import dashboard
+
+    env = _env(team_server, tmp_path)
+    data_dir = tmp_path / "data"
+    proc = _cli("data", "synth", "--out", str(data_dir), "--eras-train", "30", "--eras-validation", "12",
+                "--rows-per-era", "100", "--features", "20", "--no-progress", env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    trainings = [subprocess.Popen([str(BIN / "mlflow-numerai"), "train", "baseline", "--data-dir", str(data_dir),
+                                   "--feature-set", "all", "--alpha", str(a), "--registered-model-name", "team-base"],
+                                  env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for a in (0.01, 0.1, 1.0, 10.0)]
+    outs = [(t.wait(timeout=1200), *t.communicate()) for t in trainings]
+    assert [rc for rc, _, _ in outs] == [0, 0, 0, 0], [err[-1500:] for _, _, err in outs]
+    client = MlflowClient(team_server)
+    versions = client.search_model_versions("name = 'team-base'")
+    assert sorted(int(v.version) for v in versions) == [1, 2, 3, 4]
+
+    for version in ("1", "2"):
+        proc = _cli("validate", f"models:/team-base/{version}", "--data-dir", str(data_dir), env=env, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    racers = [subprocess.Popen([str(BIN / "mlflow-numerai"), "promote", "team-base", "--version", v, "--json"],
+                               env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for v in ("1", "2")]
+    results = [(r.wait(timeout=600), *r.communicate()) for r in racers]
+    assert [rc for rc, _, _ in results] == [0, 0], results
+    champion = client.get_model_version_by_alias("team-base", "champion")
+    assert champion.version in ("1", "2")
+    # One @champion, and a true history: the registered model records the last promotion, whose
+    # previous version is the other racer's (or none when it went first and was overwritten).
+    model_tags = client.get_registered_model("team-base").tags
+    assert model_tags["numerai.promotion.champion.version"] == champion.version
+    other = ({"1", "2"} - {champion.version}).pop()
+    assert model_tags.get("numerai.promotion.champion.previous_version") == other
+    promoted = [json.loads(out) for _, out, _ in results]
+    assert sorted(p["version"] for p in promoted) == ["1", "2"]
+
+    runs = dashboard.runs_table(team_server)
+    assert (runs["family"] == "baseline").sum() >= 4
+    states = dashboard.model_versions(team_server)
+    mine = states[states["name"] == "team-base"]
+    assert set(mine.loc[mine["version"].isin([1, 2]), "upload_state"]) == {"Success"}
+    assert not dashboard.promotion_audit(team_server, states).empty
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", team_server)
+    mlflow.set_tracking_uri(team_server)
+    record = get_deploy_client("numerai").create_deployment(
+        "team-slot", "models:/team-base@champion", config={"live": str(data_dir / "live.parquet")})
+    assert record["state"] == "Success"
+    assert record["model_version"] == champion.version
