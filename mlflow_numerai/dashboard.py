@@ -920,3 +920,28 @@ def dashboard_command(tracking_uri: str | None, port: int, address: str, headles
     except KeyboardInterrupt:
         code = 0
     sys.exit(code)
+
+
+# --------------------------------------------------------------------------------------------
+# Studies (`mlflow-numerai study`): trial runs tagged `numerai.study`, params `trial.<name>`
+# --------------------------------------------------------------------------------------------
+
+STUDY_TAG = "numerai.study"
+
+
+def study_trials(runs: pd.DataFrame, objective: str = "numerai_corr_mean") -> pd.DataFrame:
+    """One row per trial run of a study: study, trial, run_id, the trial's parameters (columns
+    without the `trial.` prefix) and `objective`. Empty when no study was run."""
+    study_col, trial_col = f"tags.{STUDY_TAG}", f"tags.{STUDY_TAG}_trial"
+    if study_col not in runs or trial_col not in runs:
+        return pd.DataFrame(columns=["study", "trial", "run_id", "objective"])
+    sel = runs[runs[trial_col].notna()]
+    params = [c for c in sel.columns if c.startswith("params.trial.")]
+    out = pd.DataFrame({"study": sel[study_col], "trial": pd.to_numeric(sel[trial_col]), "run_id": sel["run_id"]})
+    for col in params:
+        values = sel[col]
+        numeric = pd.to_numeric(values, errors="coerce")
+        out[col.removeprefix("params.trial.")] = numeric if numeric.notna().all() else values
+    metric = f"metrics.{objective}"
+    out["objective"] = sel[metric] if metric in sel else float("nan")
+    return out.sort_values(["study", "trial"]).reset_index(drop=True)

@@ -24,7 +24,37 @@ def ensure_tracking_uri(uri: str | None = None) -> str:
     uri = uri or os.environ.get(TRACKING_ENV) or default_tracking_uri()
     os.environ[TRACKING_ENV] = uri
     mlflow.set_tracking_uri(uri)
+    open_sqlite_store(uri)
     return uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI, else None (in-memory, server, other databases)."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri[len(prefix):] in ("", ":memory:"):
+        return None
+    return Path(uri[len(prefix):].split("?", 1)[0])
+
+
+def open_sqlite_store(uri: str) -> None:
+    """Open the tracking and registry stores of a SQLite `uri` under a file lock beside it.
+
+    MLflow creates and migrates a fresh database's schema when a process first opens it; several
+    processes doing so at once race (`duplicate column name`, alembic `expected to match one
+    row`). Under the lock only the first one migrates; MLflow caches the opened stores, so later
+    calls in this process reuse them.
+    """
+    path = sqlite_path(uri)
+    if path is None:
+        return
+    from filelock import FileLock
+    from mlflow.tracking._model_registry.utils import _get_store as registry_store
+    from mlflow.tracking._tracking_service.utils import _get_store as tracking_store
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock", timeout=600):
+        tracking_store(uri)
+        registry_store(uri, uri)
 
 
 def get_or_create_experiment(name: str, client=None) -> str:

@@ -70,3 +70,22 @@ st.markdown("**Logged metrics**" + (f" (runs ranked by {sort_label})" if sort_la
 order = [r for r in ranked["run_id"] if r in ids] + [r for r in ids if r not in set(ranked["run_id"])]
 table = data.compare_table(runs, order)
 st.table(ui.rounded(table.dropna(how="all")))
+
+# Studies: each trial's parameters against the objective.
+trials = data.study_trials(runs)
+if not trials.empty:
+    st.markdown("**Studies: trial parameters vs objective**")
+    name = st.selectbox("Study", sorted(trials["study"].unique()), key="cmp_study")
+    sel = trials[trials["study"] == name].dropna(axis=1, how="all")
+    param_cols = [c for c in sel.columns if c not in ("study", "trial", "run_id", "objective")]
+    chart_cols = st.columns(max(1, len(param_cols)))
+    for col, param in zip(chart_cols, param_cols):
+        col.altair_chart(
+            alt.Chart(sel).mark_circle(size=60).encode(
+                x=alt.X(f"{param}:{'Q' if sel[param].dtype.kind in 'fi' else 'N'}", title=param),
+                y=alt.Y("objective:Q", title="numerai_corr_mean"),
+                tooltip=["trial", param, alt.Tooltip("objective:Q", format=".4f")],
+            ).properties(height=260),
+            width="stretch",
+        )
+    st.table(ui.rounded(sel.drop(columns=["study", "run_id"]).set_index("trial")))
