@@ -66,15 +66,20 @@ STEPS: tuple[Step, ...] = (
     Step("varmax", "varmax",
          lambda ctx: {"max_p": "2", "max_q": "1", "registered_model_name": "numerai-varmax"},
          "VARMAX on US macro data: order search, forecast model, sandbox validation, @champion"),
-    # Keep these last: validate each Numerai model in the sandbox, then promote the baseline.
+    # Keep these last: validate each Numerai model in the sandbox, then promote the baseline. The
+    # baseline is judged in Numerai's runtime image (numpy/pandas pins: a small cached environment);
+    # the TensorFlow and torch models in this environment, since their image installs take GBs
+    # (`--param validate_keras_stream.image=py3.11` judges them there too).
     Step("validate", "validate",
          lambda ctx: {"model_uri": "models:/numerai-baseline/latest", "data_dir": str(ctx.data_dir)},
          "sandboxed upload validation (upload states, per-era diagnostics)"),
     Step("validate_keras_stream", "validate",
-         lambda ctx: {"model_uri": "models:/numerai-keras-stream/latest", "data_dir": str(ctx.data_dir)},
+         lambda ctx: {"model_uri": "models:/numerai-keras-stream/latest", "data_dir": str(ctx.data_dir),
+                      "image": "none"},
          "sandboxed upload validation of the streamed Keras model"),
     Step("validate_bayes_nn", "validate",
-         lambda ctx: {"model_uri": "models:/numerai-bayes-nn/latest", "data_dir": str(ctx.data_dir)},
+         lambda ctx: {"model_uri": "models:/numerai-bayes-nn/latest", "data_dir": str(ctx.data_dir),
+                      "image": "none"},
          "sandboxed upload validation of the Bayesian NN"),
     # Blend the three Numerai models into one registered predict.pkl, then validate it like any model.
     Step("ensemble", "ensemble",
@@ -83,7 +88,8 @@ STEPS: tuple[Step, ...] = (
                                  "models:/numerai-bayes-nn/latest"},
          "blend of the registered models (weights fitted on validation): log, evaluate, register"),
     Step("validate_ensemble", "validate",
-         lambda ctx: {"model_uri": "models:/numerai-ensemble/latest", "data_dir": str(ctx.data_dir)},
+         lambda ctx: {"model_uri": "models:/numerai-ensemble/latest", "data_dir": str(ctx.data_dir),
+                      "image": "none"},
          "sandboxed upload validation of the ensemble"),
     Step("promote", "promote",
          lambda ctx: {"name": "numerai-baseline", "version": "latest", "alias": "champion", "min_corr": 0.0},

@@ -39,9 +39,10 @@ def _memory(ctx, param, value):
               help="Python of Numerai's runtime image (default: this interpreter's).")
 @click.option("--pickle-python", type=click.Choice(["3.10", "3.11", "3.12", "3.13"]), default=None,
               help="Python the pickle was made with (default: the model's recorded one, else this interpreter's).")
-@click.option("--image", type=click.Choice(["py3.10", "py3.11", "py3.12", "py3.13", "none"]), default=None,
+@click.option("--image", type=click.Choice(["auto", "py3.10", "py3.11", "py3.12", "py3.13", "none"]), default="auto",
+              show_default=True,
               help="Numerai's runtime image to judge in: a cached environment with its exact pins "
-                   "(default: MLFLOW_NUMERAI_IMAGE, else the image of the pickle's Python); "
+                   "('auto': MLFLOW_NUMERAI_IMAGE, else the image of the pickle's Python); "
                    "'none': this environment.")
 @click.option("--profile", type=click.Choice(["numerai", "forecast"]), default=None,
               help="Output checks (default: the model's recorded profile, else numerai).")
@@ -89,7 +90,7 @@ def validate(target, live, benchmarks, validation, data_dir, cpus, memory, timeo
     try:
         report = run_validation(target, live=live, benchmarks=benchmarks, validation=validation, limits=limits,
                                 python=python, pickle_python=pickle_python, profile=profile, log_run=log_run,
-                                image=image)
+                                image=None if image == "auto" else image)
     except (ValidationArgumentError, SandboxError, FileNotFoundError) as exc:
         _fail_args(as_json, str(exc))
     if as_json:

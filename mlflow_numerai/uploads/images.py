@@ -225,9 +225,14 @@ def find_interpreter(python: str) -> str:
     )
 
 
+def uv_path() -> str | None:
+    """uv on PATH, else the one installed beside this interpreter (the `dev` extra's, in a venv)."""
+    return shutil.which("uv") or shutil.which("uv", path=os.path.dirname(sys.executable))
+
+
 def installer() -> str:
     """'uv' when available (seconds), else 'pip'."""
-    return "uv" if shutil.which("uv") else "pip"
+    return "uv" if uv_path() else "pip"
 
 
 # ----------------------------------------------------------------------------- environments
@@ -324,7 +329,7 @@ class ImageEnv:
         self.progress(f"building Numerai's {self.image} environment in {self.path} ({installer()})")
         try:
             if installer() == "uv":
-                self._run(["uv", "venv", "--quiet", "--python", interpreter, "--no-python-downloads", str(tmp)])
+                self._run([uv_path(), "venv", "--quiet", "--python", interpreter, "--no-python-downloads", str(tmp)])
             else:
                 self._run([interpreter, "-m", "venv", str(tmp)])
             self._install(tmp / "bin" / "python", list(CORE), tmp)
@@ -346,7 +351,7 @@ class ImageEnv:
             excludes = Path(tmp) / "excludes.txt"
             excludes.write_text("".join(f"{d}\n" for d in self.pins if skipped(d)))
             if installer() == "uv":
-                cmd = ["uv", "pip", "install", "--quiet", "--compile-bytecode", "--python", str(python),
+                cmd = [uv_path(), "pip", "install", "--quiet", "--compile-bytecode", "--python", str(python),
                        "-c", str(constraints), *(["--excludes", str(excludes)] if SKIPPED_PREFIXES else []),
                        *requested]
             else:  # pip cannot exclude: SKIPPED_PREFIXES only apply with uv
