@@ -84,3 +84,10 @@ def test_uncertainty_burn_auc_bars_have_data_of_their_own(store, monkeypatch):
     assert len(sets) == 1, "every layer must draw from the bars' data set"
     assert pd.api.types.is_float_dtype(sets[0]["burn_auc"]) and sets[0]["burn_auc"].notna().all()
     assert all(layer.get("data", bars.get("data")) == bars.get("data") for layer in layers)
+    # Seen in Chromium on the demo's store: in the layer with the chance rule the bar's band came
+    # out 1 px high, so each bar gets an explicit thickness and the chart the room for it.
+    size = bars["mark"].get("size") if isinstance(bars["mark"], dict) else None
+    assert size is not None and size >= 10, bars["mark"]
+    height = spec.get("height")
+    n_models = len(sets[0])
+    assert height is not None and height >= size * n_models, (height, size, n_models)
