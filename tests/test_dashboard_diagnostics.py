@@ -28,6 +28,10 @@ def test_diagnostics_page_tiles_curves_and_table(store, monkeypatch):
         assert m[label] == f4(lm[key]), label
     assert m["Sharpe"] == f"{lm['numerai_corr_sharpe']:.3f}"
     assert m["Smart Sharpe"] == "—"  # not logged by this store: a dash, not a made-up number
+    # Six tiles to a row cut "-0.0011" to "-0.0…" in Chromium: no row of tiles holds more than four.
+    tile_columns = [col for col in at.columns if col.get("metric")]
+    assert len(tile_columns) == len(m)
+    assert all(col.weight >= 1 / 4 - 1e-9 for col in tile_columns), [col.weight for col in tile_columns]
     # cumulative curves of both versions (same run here), CORR/MMC/BMC each
     curves = next(df for sets in chart_data(at) for df in sets if "cumulative" in df)
     assert set(curves["score"]) == {"CORR", "MMC", "BMC"}

@@ -32,9 +32,10 @@ metrics = {c[len("metrics."):]: v for c, v in runs.loc[run_id].items() if c.star
     if run_id in runs.index else {}
 
 tiles = data.diagnostic_tiles(metrics)
-for start in range(0, len(tiles), 6):
-    cols = st.columns(6)
-    for col, (label, value, digits) in zip(cols, tiles[start : start + 6]):
+TILES_PER_ROW = 4  # six to a row cut a signed 4-digit value ("-0.0011") to "-0.0…" in the browser
+for start in range(0, len(tiles), TILES_PER_ROW):
+    cols = st.columns(TILES_PER_ROW)
+    for col, (label, value, digits) in zip(cols, tiles[start : start + TILES_PER_ROW]):
         col.metric(label, ui.fmt(value, digits) if value is not None else "—")
 note = runs.loc[run_id].get("tags.numerai.churn") if run_id in runs.index else None
 if ui.present(note):
