@@ -54,8 +54,24 @@ def _stage(name: str) -> None:
     _write_state()
 
 
+def _left_running() -> int:
+    """Processes still alive in this PID namespace besides its init and this one. The kernel
+    kills them when the namespace ends, racing the parent's count: this count is exact."""
+    count = 0
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) not in (1, os.getpid()):
+            try:
+                with open(f"/proc/{name}/stat") as fh:
+                    count += fh.read().rpartition(")")[2].split()[0] != "Z"  # not a zombie
+            except (OSError, IndexError):
+                pass
+    return count
+
+
 def _finish(status: str, reason: str | None, message: str = "", exc: BaseException | None = None) -> None:
     _state.update(status=status, reason=reason, message=message, final=True)
+    if _spec.get("own_pid_namespace"):
+        _state["left_running"] = _left_running()
     if exc is not None:
         _state["traceback"] = "".join(traceback.format_exception(exc))[-8000:]
         sys.stderr.write(_state["traceback"])

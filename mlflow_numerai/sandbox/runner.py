@@ -753,6 +753,7 @@ def run_pickle(
             "cpus": cpus,
             "rlimit_as": limits.memory_bytes if group is None else None,
             "site_paths": site_paths(interpreter),
+            "own_pid_namespace": bwrap is not None,
         }
         (private / "spec.json").write_text(json.dumps(spec))
         script = private / "child.py"
@@ -917,6 +918,11 @@ def _execute(spec, script, private, out_dir, limits, group, net, mem_method, tok
     # once per process, so it overstates a tree); else the sampled RSS of the tree.
     peak = (group.peak() or peak_rss) if group is not None else peak_rss
     result = _read_result(private / "result.json")
+    # Under bwrap the namespace's end kills what the model left running, racing our count; the
+    # child counted them before it exited (the model could only make that figure larger).
+    left = result.get("left_running")
+    if isinstance(left, int) and not isinstance(left, bool) and 0 < left < 1_000_000:
+        stragglers = max(stragglers, left)
     predictions = None
     status, reason, message = _verdict(result, proc.returncode, timed_out, oom, limits, peak, wall)
     if status == "ok":
