@@ -2,13 +2,21 @@
 
 Sub-commands live in their own modules and are imported only when invoked, so `--help` and
 light commands never pay for TensorFlow or torch start-up.
+
+One error convention for every command: a bad input (`InputError`, a file that cannot be read or
+written, a wrong value) ends with one line, `Error: <what is wrong>`, and exit status 2; anything
+else with one line and exit status 1. `MLFLOW_NUMERAI_TRACEBACK=1` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
+
+from mlflow_numerai.conventions import TRACEBACK_ENV
+from mlflow_numerai.errors import InputError
 
 # name -> ("module:attribute", short help). Each attribute is a click command or group.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -46,7 +54,46 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
-@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+def one_line(exc: BaseException) -> str:
+    """What went wrong, on one line: the message, with the file an OSError names."""
+    if isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
+def is_bad_input(exc: BaseException) -> bool:
+    """Errors that name a bad input (exit 2), as opposed to a failure of this program (exit 1).
+    pyarrow's ArrowInvalid (a truncated or foreign file) is a ValueError."""
+    return isinstance(exc, (InputError, ValueError, OSError, KeyError, UnicodeError))
+
+
+class CommandError(click.ClickException):
+    """An exception turned into the one-line convention."""
+
+    def __init__(self, exc: BaseException):
+        bad = is_bad_input(exc)
+        message = one_line(exc) if bad else f"{type(exc).__name__}: {one_line(exc)}"
+        super().__init__(message)
+        self.exit_code = 2 if bad else 1
+
+
+class Main(LazyGroup):
+    """The top group: every sub-command's errors follow the one-line convention."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+                raise
+            raise CommandError(exc) from exc
+
+
+@click.group(cls=Main, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mlflow-numerai")
 def main() -> None:
     """Numerai modelling on MLflow: train, package predict.pkl, validate, promote, compare."""
