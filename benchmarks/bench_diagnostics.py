@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_scoring import RssSampler, make_data  # noqa: E402
+from bench_scoring import RssSampler, make_data
 
-from mlflow_numerai import scoring  # noqa: E402
+from mlflow_numerai import scoring
 
 TB = 200
 

@@ -23,10 +23,10 @@ import cloudpickle
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_sandbox import live_frame, small_model, timed  # noqa: E402
+from bench_sandbox import live_frame, small_model, timed
 
-from mlflow_numerai.uploads import images  # noqa: E402
-from mlflow_numerai.uploads.validate import validate  # noqa: E402
+from mlflow_numerai.uploads import images
+from mlflow_numerai.uploads.validate import validate
 
 
 def main() -> None:

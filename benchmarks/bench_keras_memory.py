@@ -31,8 +31,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlflow_numerai.data.cache import build_cache  # noqa: E402
-from mlflow_numerai.data.io import feature_columns, split_path  # noqa: E402
+from mlflow_numerai.data.cache import build_cache
+from mlflow_numerai.data.io import feature_columns, split_path
 
 GIB = 2**30
 TARGET_GIB = 3.0

@@ -29,9 +29,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlflow_numerai.data.cache import build_cache  # noqa: E402
-from mlflow_numerai.data.io import feature_columns  # noqa: E402
-from mlflow_numerai.data.stream import BatchStream  # noqa: E402
+from mlflow_numerai.data.cache import build_cache
+from mlflow_numerai.data.io import feature_columns
+from mlflow_numerai.data.stream import BatchStream
 
 BATCH = 4096
 

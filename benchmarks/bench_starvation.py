@@ -27,10 +27,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlflow_numerai.data.cache import build_cache  # noqa: E402
-from mlflow_numerai.data.io import feature_columns  # noqa: E402
-from mlflow_numerai.data.stream import BatchStream, keras_dataset  # noqa: E402
-from mlflow_numerai.families.keras_stream import KerasStreamConfig, build_mlp  # noqa: E402
+from mlflow_numerai.data.cache import build_cache
+from mlflow_numerai.data.io import feature_columns
+from mlflow_numerai.data.stream import BatchStream, keras_dataset
+from mlflow_numerai.families.keras_stream import KerasStreamConfig, build_mlp
 
 BATCH = 4096
 

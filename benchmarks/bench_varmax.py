@@ -99,7 +99,6 @@ def bench_serving(n_requests: int, concurrency: int, steps: int, serve_workers: 
     import json
 
     import mlflow
-    import requests
     from click.testing import CliRunner
     from mlflow.pyfunc import scoring_server
 

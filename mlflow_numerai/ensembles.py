@@ -24,8 +24,8 @@ No MLflow here (the command is `entrypoints/ensemble.py`). The pieces:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -102,7 +102,7 @@ def call_member(name: str, predict: Callable, arity: int, live_features: pd.Data
             output = predict(live_features)
     except ValueError as exc:
         raise ValueError(f"ensemble member {name!r} failed: {type(exc).__name__}: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - any member failure is reported with its name
+    except Exception as exc:
         raise RuntimeError(f"ensemble member {name!r} failed: {type(exc).__name__}: {exc}") from exc
     return member_column(output, live_features.index, name)
 

@@ -36,8 +36,9 @@ import pickletools
 import sys
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cloudpickle
 import numpy as np
@@ -116,7 +117,7 @@ def _unpicklable_parts(predict: Callable) -> list[str]:
         for var, value in values.items():
             try:
                 cloudpickle.dumps(value)
-            except Exception as exc:  # noqa: BLE001 - any failure names the culprit
+            except Exception as exc:
                 bad.append(f"{kind} {var!r} ({type(value).__name__}: {exc})")
     return bad
 
@@ -131,7 +132,7 @@ def dumps_predict(predict: Callable) -> bytes:
         cloudpickle.register_pickle_by_value(mlflow_numerai)
     try:
         return cloudpickle.dumps(predict)
-    except Exception as exc:  # noqa: BLE001 - cloudpickle raises TypeError, PicklingError, ...
+    except Exception as exc:
         parts = _unpicklable_parts(predict)
         where = f" it captures {'; '.join(parts)}" if parts else ""
         raise PackagingError(f"predict cannot be pickled:{where or ' ' + str(exc)}") from exc
@@ -168,7 +169,7 @@ def load_predict(path: str | os.PathLike) -> Callable:
     try:
         with path.open("rb") as f:
             predict = cloudpickle.load(f)
-    except Exception as exc:  # noqa: BLE001 - unpickling can raise anything
+    except Exception as exc:
         raise PackagingError(f"cannot unpickle {str(path)!r}: {type(exc).__name__}: {exc}") from exc
     predict_arity(predict)
     return predict
@@ -336,7 +337,7 @@ def _call_predict(predict: Callable, frame: pd.DataFrame, benchmarks: pd.DataFra
         return predict(frame)
     except PackagingError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a broken predict is the user's error to read
+    except Exception as exc:
         raise PackagingError(
             f"predict raised {type(exc).__name__} on the example ({len(frame)} rows): {exc}"
         ) from exc
@@ -511,7 +512,7 @@ def download_predict_pkl(model_uri: str, dst_dir: str | os.PathLike) -> Path:
 
     try:
         info = mlflow.models.get_model_info(model_uri)
-    except Exception as exc:  # noqa: BLE001 - MlflowException, OSError, ...
+    except Exception as exc:
         raise PackagingError(f"cannot read model {model_uri!r}: {exc}") from exc
     pyfunc = info.flavors.get("python_function", {})
     artifact = (pyfunc.get("artifacts") or {}).get(ARTIFACT_KEY)

@@ -7,9 +7,9 @@ timestamped and kept; an optional callback records each one as it happens (the r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable
+from datetime import UTC, datetime
 
 PENDING, RUNNING, VALIDATING, SUCCESS, FAILED, ERROR = (
     "Pending", "Running", "Validating", "Success", "Failed", "Error",
@@ -38,7 +38,7 @@ class TransitionError(ValueError):
 
 def utc_now() -> str:
     """Now, ISO 8601 in UTC with milliseconds."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass(frozen=True)

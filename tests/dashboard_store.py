@@ -304,15 +304,14 @@ def fill_real_store(tracking_uri: str, data_dir: str | Path, *, families: tuple[
     """Runs `mlflow-numerai train <family>` at small size on `data_dir`, validates the baseline
     version in the sandbox (Success), registers and validates a broken predict (Failed), and
     promotes the good one: everything through the project's own commands and APIs."""
-    import mlflow
+    import importlib
+
     from mlflow.tracking import MlflowClient
 
     from mlflow_numerai.entrypoints import TRAIN_COMMANDS
     from mlflow_numerai.registry import promote
-    from mlflow_numerai.uploads.validate import validate
     from mlflow_numerai.tracking import ensure_tracking_uri
-
-    import importlib
+    from mlflow_numerai.uploads.validate import validate
 
     def command(name: str):
         module, attr = TRAIN_COMMANDS[name][0].split(":")

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from mlflow_numerai.data.io import feature_columns, read_split
-from mlflow_numerai.families.baseline import fit_ridge, gram_statistics, make_predict, train_baseline
+from mlflow_numerai.families.baseline import fit_ridge, gram_statistics, train_baseline
 from mlflow_numerai.packaging import check_numerai_output, save_predict
 
 

@@ -260,7 +260,6 @@ def real_store(dashboard_store, synthetic_dir, tmp_path_factory):
     import shutil
 
     import mlflow
-
     from dashboard_store import fill_real_store
 
     tmp = tmp_path_factory.mktemp("dashboard_real")

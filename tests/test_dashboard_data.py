@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -262,7 +262,7 @@ def test_sqlite_path(uri, expected):
 
 def test_parse_time_and_history_tolerate_bad_input():
     assert d.parse_time("2026-01-02T03:04:05.123+00:00") == pd.Timestamp("2026-01-02 03:04:05.123", tz="UTC")
-    epoch = pd.Timestamp(datetime.fromtimestamp(1_767_000_000, timezone.utc))  # seconds, by the stdlib
+    epoch = pd.Timestamp(datetime.fromtimestamp(1_767_000_000, UTC))  # seconds, by the stdlib
     assert d.parse_time(1_767_000_000) == epoch and d.parse_time("1767000000") == epoch
     assert d.parse_time(1_767_000_000_250) == epoch + pd.Timedelta(milliseconds=250)  # milliseconds
     assert pd.isna(d.parse_time("not a time")) and pd.isna(d.parse_time(None))

@@ -13,7 +13,6 @@ from click.testing import CliRunner
 from mlflow.exceptions import MlflowException
 
 from mlflow_numerai.plugins import deployments as plugin
-from mlflow_numerai.registry import STATE_TAG
 from mlflow_numerai.upload_states import FAILED, SUCCESS
 
 

@@ -13,7 +13,6 @@ import pytest
 from mlflow_numerai import scoring
 from mlflow_numerai.plugins import evaluator as ev
 from mlflow_numerai.scoring import ScoringError
-
 from tests.test_evaluator import FEATURES, StrictModel, linear_predict, make_frame
 
 

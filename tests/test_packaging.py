@@ -357,9 +357,8 @@ def test_bad_predict_is_refused_at_logging_and_nothing_is_registered(
     }
     try:
         experiment_id = mlflow.MlflowClient().create_experiment(f"bad-{bad}")
-        with mlflow.start_run(experiment_id=experiment_id) as run:
-            with pytest.raises(PackagingError, match=message):
-                log_numerai_model(candidates[bad], input_example=live, registered_model_name="bad-model")
+        with mlflow.start_run(experiment_id=experiment_id) as run, pytest.raises(PackagingError, match=message):
+            log_numerai_model(candidates[bad], input_example=live, registered_model_name="bad-model")
     finally:
         handle.close()
     assert "bad-model" not in registered_names()

@@ -12,11 +12,25 @@ from click.testing import CliRunner
 
 from mlflow_numerai import registry
 from mlflow_numerai.registry import (
-    HISTORY_TAG, REASON_TAG, STATE_TAG, VALIDATION_RUN_TAG, PromotionError, RegistryError,
-    RegistryRecorder, promote, promote_command, upload_state,
+    HISTORY_TAG,
+    REASON_TAG,
+    STATE_TAG,
+    VALIDATION_RUN_TAG,
+    PromotionError,
+    RegistryError,
+    RegistryRecorder,
+    promote,
+    promote_command,
+    upload_state,
 )
 from mlflow_numerai.upload_states import (
-    ERROR, FAILED, PENDING, RUNNING, SUCCESS, VALIDATING, UploadStateMachine,
+    ERROR,
+    FAILED,
+    PENDING,
+    RUNNING,
+    SUCCESS,
+    VALIDATING,
+    UploadStateMachine,
 )
 
 
@@ -189,14 +203,14 @@ def test_racing_promotions_never_leave_alias_on_failed_version(client, uniq):
                     promoted.append(promote(name, version).version)
                 except PromotionError as exc:
                     refused.append((version, str(exc)))
-                except Exception as exc:  # noqa: BLE001 - surfaced below
+                except Exception as exc:
                     errors.append(exc)
 
         def failer():
             start.wait()
             try:
                 _mark(client, name, v2, FAILED, "oom")
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 errors.append(exc)
 
         threads = [threading.Thread(target=promoter, args=(v,)) for v in (v1, v2, v2)] + [threading.Thread(target=failer)]
@@ -266,9 +280,9 @@ def live_path(tmp_path):
 
 
 def _register(name, predict, live_path):
-    from mlflow_numerai.packaging import log_numerai_model
-
     import mlflow
+
+    from mlflow_numerai.packaging import log_numerai_model
 
     with mlflow.start_run():
         info = log_numerai_model(predict, input_example=pd.read_parquet(live_path), registered_model_name=name)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import socket
 import sys
 import tempfile
@@ -19,11 +18,18 @@ import pytest
 from click.testing import CliRunner
 
 from mlflow_numerai.sandbox import checks
-from mlflow_numerai.uploads.cli import validate as validate_cli
 from mlflow_numerai.sandbox.runner import THREAD_ENV, TOKEN_ENV, SandboxLimits, bwrap_status, parse_memory, run_pickle
 from mlflow_numerai.upload_states import (
-    ERROR, FAILED, PENDING, RUNNING, SUCCESS, VALIDATING, TransitionError, UploadStateMachine,
+    ERROR,
+    FAILED,
+    PENDING,
+    RUNNING,
+    SUCCESS,
+    VALIDATING,
+    TransitionError,
+    UploadStateMachine,
 )
+from mlflow_numerai.uploads.cli import validate as validate_cli
 from mlflow_numerai.uploads.validate import ValidationArgumentError, validate
 
 HAS_BWRAP = bwrap_status()[0] is not None
@@ -43,7 +49,6 @@ SECRET_VARS = {"MLFLOW_TRACKING_TOKEN": "tok-123", "NUMERAI_SECRET_KEY": "sk-456
 # cloudpickle stores them by value (the child cannot import this test module).
 def _good_fn():
     def predict(live):
-        import numpy as np
         import pandas as pd
 
         ranks = live["feature_a"].rank(method="first").to_numpy()
@@ -516,7 +521,6 @@ def test_good_model_success_with_diagnostics(mode, synthetic_dir, private_tmp):
     feature = sorted(c for c in pd.read_parquet(synthetic_dir / "live.parquet").columns if c.startswith("feature"))[0]
 
     def predict(live):
-        import pandas as pd
 
         ranks = live[feature].rank(method="first")
         return (ranks / (len(ranks) + 1)).to_frame("prediction")

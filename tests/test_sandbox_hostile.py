@@ -29,7 +29,13 @@ import psutil
 import pytest
 
 from mlflow_numerai.sandbox.runner import (
-    CGROUP_PREFIX, LOG_HEAD_BYTES, LOG_TAIL_BYTES, TOKEN_ENV, SandboxLimits, _cgroup_parents, bwrap_status,
+    CGROUP_PREFIX,
+    LOG_HEAD_BYTES,
+    LOG_TAIL_BYTES,
+    TOKEN_ENV,
+    SandboxLimits,
+    _cgroup_parents,
+    bwrap_status,
     run_pickle,
 )
 
@@ -40,7 +46,6 @@ MODES = [pytest.param("bwrap", marks=pytest.mark.skipif(not HAS_BWRAP, reason="b
 
 def _good(feature="feature_a"):
     def predict(live):
-        import pandas as pd
 
         ranks = live[feature].rank(method="first")
         return (ranks / (len(ranks) + 1)).to_frame("prediction")

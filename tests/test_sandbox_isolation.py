@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from mlflow_numerai.sandbox import runner
-from mlflow_numerai.uploads.cli import validate as validate_cli
 from mlflow_numerai.sandbox.runner import BWRAP_ENV, SandboxError, SandboxLimits, bwrap_status, run_pickle
+from mlflow_numerai.uploads.cli import validate as validate_cli
 
 HAS_BWRAP = bwrap_status()[0] is not None
 

@@ -146,20 +146,18 @@ def test_exception_in_a_loader_thread_reaches_the_consumer(coded, monkeypatch):
 
     monkeypatch.setattr(stream_module, "gather_batch", failing)
     stream = BatchStream(coded, 50, seed=0, threads=2)
-    with pytest.raises(StreamError, match="disk went away"):
-        with stream.epoch(0) as batches:
-            for _ in batches:
-                pass
+    with pytest.raises(StreamError, match="disk went away"), stream.epoch(0) as batches:
+        for _ in batches:
+            pass
     assert no_stream_threads()
 
 
 def test_interrupt_and_early_exit_stop_the_threads(coded):
     stream = BatchStream(coded, 50, seed=0, threads=3, prefetch=6)
-    with pytest.raises(KeyboardInterrupt):
-        with stream.epoch(0) as batches:
-            for i, _ in enumerate(batches):
-                if i == 2:
-                    raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), stream.epoch(0) as batches:
+        for i, _ in enumerate(batches):
+            if i == 2:
+                raise KeyboardInterrupt
     assert no_stream_threads()
     batches = stream.epoch(1)
     next(batches)

@@ -17,7 +17,14 @@ import pytest
 
 from mlflow_numerai import registry
 from mlflow_numerai.registry import (
-    HISTORY_TAG, HOLDER_TAG, LOST_REASON, REASON_TAG, STATE_TAG, PromotionError, RegistryRecorder, promote,
+    HISTORY_TAG,
+    HOLDER_TAG,
+    LOST_REASON,
+    REASON_TAG,
+    STATE_TAG,
+    PromotionError,
+    RegistryRecorder,
+    promote,
     upload_state,
 )
 from mlflow_numerai.upload_states import ERROR, PENDING, RUNNING, SUCCESS, UploadStateMachine

@@ -253,7 +253,7 @@ def test_parallel_search_equals_sequential(series):
     assert sorted((r.p, r.q) for r in seen) == [(0, 1), (1, 0), (1, 1)]
     assert all(r.error is None and np.isfinite(r.aic) for r in parallel)
     assert any("EstimationWarning" in w for w in parallel[2].warnings)  # VARMA(1,1) warns
-    assert fam.select_order(parallel, "aic") == min(((r.aic, r.p, r.q) for r in parallel))[1:]
+    assert fam.select_order(parallel, "aic") == min((r.aic, r.p, r.q) for r in parallel)[1:]
     forkserver = fam.search_orders(train, test, cfg, workers=2, progress=False, start_method="forkserver")
     pd.testing.assert_frame_equal(fam.search_table(sequential)[columns], fam.search_table(forkserver)[columns])
 

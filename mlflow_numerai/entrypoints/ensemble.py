@@ -19,7 +19,6 @@ the member and registers nothing.
 from __future__ import annotations
 
 import json
-import os
 import re
 import tempfile
 import time
@@ -91,7 +90,7 @@ def load_member(uri: str, workdir: Path) -> LoadedMember:
     label = f"{resolved[0]}/{resolved[1]}" if resolved else uri
     try:
         info = mlflow.models.get_model_info(pinned)
-    except Exception as exc:  # noqa: BLE001 - MlflowException, OSError, ...
+    except Exception as exc:
         raise EnsembleError(f"member {uri!r} cannot be read: {exc}") from exc
     metadata = dict(info.metadata or {})
     profile = metadata.get("numerai_profile")
@@ -121,7 +120,7 @@ def check_members_on_live(members: list[LoadedMember], live, benchmarks) -> None
             check_numerai_output(out.to_frame("prediction"), live)
         except OutputContractError as exc:
             raise EnsembleError(f"member {m.uri!r} fails on live: {exc}") from exc
-        except Exception as exc:  # noqa: BLE001 - any member failure is reported with its name
+        except Exception as exc:
             raise EnsembleError(f"member {m.uri!r} fails on live ({len(live)} rows): {exc}") from exc
 
 
@@ -136,7 +135,7 @@ def member_predictions(members: list[LoadedMember], frame, benchmarks=None):
         started = time.perf_counter()
         try:
             columns[m.label] = call_member(m.label, m.predict, m.arity, frame, benchmarks)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise EnsembleError(f"member {m.uri!r} fails on validation: {exc}") from exc
         click.echo(f"ensemble: {m.label} predicted {len(frame)} validation rows in {time.perf_counter() - started:.1f}s")
     return pd.DataFrame(columns, index=frame.index)

@@ -24,8 +24,9 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import click
 
@@ -213,7 +214,7 @@ class Heartbeat:
             if self._stop.wait(interval):
                 return
 
-    def __enter__(self) -> "Heartbeat":
+    def __enter__(self) -> Heartbeat:
         self._thread.start()
         return self
 
@@ -513,7 +514,6 @@ def study(family, n_trials, workers, storage, study_name, objective, direction, 
           data_dir, feature_set, registered_model_name, tracking_uri, worker_index, family_args) -> None:
     """Hyper-parameter study of FAMILY on Optuna; arguments after `--` go to the family's command."""
     import optuna
-
     from mlflow import MlflowClient
 
     from mlflow_numerai.tracking import ensure_tracking_uri, get_or_create_experiment

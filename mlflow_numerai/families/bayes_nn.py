@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -405,7 +405,7 @@ def fit_svi(
 class BaselineFit:
     """The deterministic net's weights as a one-sample posterior, with its training history."""
 
-    samples: "PosteriorSamples"
+    samples: PosteriorSamples
     losses: list[float]
     rows_per_sec: float
 
@@ -476,11 +476,11 @@ class PosteriorSamples:
     def widths(self) -> list[int]:
         return [int(self.weights[0].shape[1])] + [int(w.shape[2]) for w in self.weights]
 
-    def slice(self, start: int, stop: int) -> "PosteriorSamples":
+    def slice(self, start: int, stop: int) -> PosteriorSamples:
         """Samples start..stop-1 (views)."""
         return PosteriorSamples([w[start:stop] for w in self.weights], [b[start:stop] for b in self.biases])
 
-    def head(self, k: int) -> "PosteriorSamples":
+    def head(self, k: int) -> PosteriorSamples:
         """The first `k` samples."""
         return self.slice(0, k)
 

@@ -57,8 +57,8 @@ def target_help() -> str:
 
 def run_local(target, name, model_uri, flavor=None, config=None):
     """Run the upload flow locally on `model_uri` without recording a deployment; print the report."""
-    from mlflow_numerai.uploads.validate import validate
     from mlflow_numerai.tracking import ensure_tracking_uri
+    from mlflow_numerai.uploads.validate import validate
 
     ensure_tracking_uri()
     options = _Options(config or {})
@@ -206,7 +206,7 @@ class NumeraiDeploymentClient(BaseDeploymentClient):
         from mlflow_numerai.packaging import download_predict_pkl
 
         api = upload.pop("api")
-        send = getattr(api, "model_upload", None) or getattr(api, "upload_model")
+        send = getattr(api, "model_upload", None) or api.upload_model
         with tempfile.TemporaryDirectory(prefix="numerai-upload-") as tmp:
             pkl = download_predict_pkl(f"models:/{record['model_name']}/{record['model_version']}", tmp)
             upload_id = send(str(pkl), model_id=upload["model_id"], data_version=upload["data_version"],
@@ -260,7 +260,7 @@ class NumeraiDeploymentClient(BaseDeploymentClient):
         if not isinstance(inputs, pd.DataFrame):
             try:
                 inputs = pd.DataFrame(inputs)
-            except Exception as exc:  # noqa: BLE001 - anything that is not a table
+            except Exception as exc:
                 raise MlflowException(f"inputs must be a table of live features: {exc}",
                                       error_code="INVALID_PARAMETER_VALUE") from exc
         if "id" in inputs.columns:

@@ -281,12 +281,12 @@ class Cgroup:
         return next(iter(self.dirs.values())).name if self.dirs else ""
 
     @classmethod
-    def create(cls, limits: SandboxLimits, cpus: list[int]) -> "Cgroup | None":
+    def create(cls, limits: SandboxLimits, cpus: list[int]) -> Cgroup | None:
         """Make and configure the cgroup; None where cgroups are not writable."""
         return cls.open(limits, cpus)[0]
 
     @classmethod
-    def open(cls, limits: SandboxLimits, cpus: list[int]) -> "tuple[Cgroup | None, str | None]":
+    def open(cls, limits: SandboxLimits, cpus: list[int]) -> tuple[Cgroup | None, str | None]:
         """(the cgroup, None), or (None, why no cgroup could be made). Named for its owner
         (`mlflow_numerai-<pid>-<token>`), so a later run can remove it if this process dies."""
         name = f"{CGROUP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"

@@ -62,9 +62,9 @@ def validate(target, live, benchmarks, validation, data_dir, cpus, memory, timeo
     Exit code 0 Success, 1 Failed (the model's fault), 2 Error or bad arguments.
     """
     from mlflow_numerai.sandbox.runner import SandboxError, SandboxLimits, isolation_method
+    from mlflow_numerai.tracking import ensure_tracking_uri
     from mlflow_numerai.uploads.validate import ValidationArgumentError
     from mlflow_numerai.uploads.validate import validate as run_validation
-    from mlflow_numerai.tracking import ensure_tracking_uri
 
     try:
         limits = SandboxLimits(cpus=cpus, memory_bytes=memory, timeout_seconds=timeout, network=network,

@@ -27,7 +27,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
@@ -79,7 +79,7 @@ def python_of_image(image: str) -> str:
     return image[2:]
 
 
-@lru_cache(maxsize=None)
+@cache
 def pins_text(image: str) -> str:
     if image not in IMAGES:
         raise ValueError(f"image must be one of {list(IMAGES)}, got {image!r}")
@@ -91,7 +91,7 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-@lru_cache(maxsize=None)
+@cache
 def pins(image: str) -> dict[str, str]:
     """{distribution: version} of Numerai's image (canonical names, file order)."""
     out = {}
@@ -136,7 +136,7 @@ def pickle_modules(path: str | os.PathLike) -> set[str] | None:
     try:
         data = Path(path).read_bytes()
         ops = list(pickletools.genops(data))
-    except Exception:  # noqa: BLE001 - not a pickle (or truncated): judged by the child
+    except Exception:
         return None
     modules: set[str] = set()
     memo: dict[int, str | None] = {}
@@ -208,7 +208,7 @@ def _version_of(executable: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-@lru_cache(maxsize=None)
+@cache
 def find_interpreter(python: str) -> str:
     """A working `pythonX.Y`: on PATH, else one pyenv installed but did not select; ImageError
     saying how to get it otherwise."""

@@ -23,9 +23,17 @@ from pathlib import Path
 import pandas as pd
 
 from mlflow_numerai.sandbox import checks
-from mlflow_numerai.sandbox.runner import SandboxError, SandboxLimits, SandboxOutcome, run_pickle
+from mlflow_numerai.sandbox.runner import SandboxLimits, SandboxOutcome, run_pickle
 from mlflow_numerai.upload_states import (
-    ERROR, EXIT_CODES, FAILED, LIVE, PENDING, RUNNING, SUCCESS, VALIDATING, UploadStateMachine,
+    ERROR,
+    EXIT_CODES,
+    FAILED,
+    LIVE,
+    PENDING,
+    RUNNING,
+    SUCCESS,
+    VALIDATING,
+    UploadStateMachine,
 )
 from mlflow_numerai.uploads import images
 
@@ -156,7 +164,7 @@ def _model_metadata(uri: str) -> tuple[dict, pd.DataFrame | None]:
             with tempfile.TemporaryDirectory() as tmp:
                 local = mlflow.artifacts.download_artifacts(uri, dst_path=tmp)
                 example = model.load_input_example(local)
-        except Exception:  # noqa: BLE001 - reported below as a missing example
+        except Exception:
             example = None
         if example is not None and not isinstance(example, pd.DataFrame):
             example = pd.DataFrame(example)
@@ -176,7 +184,7 @@ def _read_frame(path: Path, what: str) -> pd.DataFrame:
         raise ValidationArgumentError(f"--{what} {str(path)!r} does not exist")
     try:
         frame = pd.read_parquet(path) if path.suffix != ".csv" else pd.read_csv(path)
-    except Exception as exc:  # noqa: BLE001 - any parse failure is a bad argument
+    except Exception as exc:
         raise ValidationArgumentError(f"--{what} {str(path)!r} is not a readable parquet/CSV file: {exc}") from exc
     if "id" in frame.columns:
         frame = frame.set_index("id")
@@ -337,7 +345,7 @@ def _run_flow(target, profile, live, bench, valid, limits, python, pickle_python
     flow.machine.to(PENDING)
     try:
         _stages(flow, report, target, profile, live, bench, valid, limits, python, pickle_python, workdir, image)
-    except Exception as exc:  # noqa: BLE001 - the validator broke: Error, never a stuck state
+    except Exception as exc:
         report.status, report.reason = ERROR, "validator"
         report.message = f"the validator failed: {exc!r}"
         report.log_tail = (report.log_tail + "\n" + traceback.format_exc())[-20000:]
