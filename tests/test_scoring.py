@@ -237,7 +237,10 @@ def test_feature_exposure_and_max_feature_exposure():
     np.testing.assert_allclose(exposure.to_numpy(), want.to_numpy(), rtol=0, atol=TOL)
     per_era = scoring.max_feature_exposure(preds, features, eras)
     by_era = pd.DataFrame(
-        {e: features.loc[ids].corrwith(preds.loc[ids, "p1"]).abs().max() for e, ids in eras.groupby(eras).groups.items()},
+        {
+            e: features.loc[ids].corrwith(preds.loc[ids, "p1"]).abs().max()
+            for e, ids in eras.groupby(eras).groups.items()
+        },
         index=[0],
     ).T[0]
     assert per_era["p1"] == pytest.approx(by_era.mean(), abs=TOL)
@@ -256,7 +259,9 @@ def test_summaries():
     assert scoring.sharpe(s) == pytest.approx(s.mean() / s.std(ddof=1))
     frame = pd.DataFrame({"a": s, "b": [0.1, np.nan, 0.1, 0.2, 0.1]})
     summary = scoring.score_summary(frame)
-    assert list(summary.columns) == ["mean", "std", "sharpe", "smart_sharpe", "max_drawdown", "positive_share", "n_eras"]
+    assert list(summary.columns) == [
+        "mean", "std", "sharpe", "smart_sharpe", "max_drawdown", "positive_share", "n_eras"
+    ]
     assert summary.loc["b", "n_eras"] == 4 and summary.loc["b", "max_drawdown"] == 0
     assert summary.loc["a", "mean"] == pytest.approx(0.03)
 
