@@ -21,7 +21,7 @@ feature); `n_eras`. Artifacts: `numerai_eval/per_era_corr.csv` (index era, one c
 `evaluator_config` keys: see `mlflow_numerai.evaluation.config`. This module is only the MLflow
 interface: it parses the config and computes the scores with `mlflow_numerai.evaluation`, draws
 the charts with `mlflow_numerai.plots`, then logs metrics, artifacts and the churn tag; the
-churn reference (a registered model's earlier predictions) is found here, in the registry.
+churn reference (a registered model's earlier predictions) is found here, through the MLflow registry.
 
 Data without the era column and no `evaluator_config` is not Numerai data: the evaluator then
 steps aside with a warning (it may run under `evaluators=None` next to MLflow's own); with a
