@@ -48,3 +48,9 @@ PREDICT_PKL = "predict.pkl"
 
 # ---------------------------------------------------------------------------- data
 MIDDLE_BIN = 2  # what a missing (NaN) feature value counts as, in the models and the scores
+
+# scoring (the `numerai` evaluator's artifacts, read back by the dashboard and by churn)
+EVAL_DIR = "numerai_eval"
+PER_ERA_CORR_FILE = "per_era_corr.csv"  # index era, one column per target
+PER_ERA_DIAGNOSTICS_FILE = "per_era_diagnostics.csv"  # index era, one column per diagnostic
+EVAL_PREDICTIONS_FILE = "predictions.parquet"  # the evaluated predictions (churn of the next version)

@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from mlflow_numerai.data.cache import MIDDLE_BIN  # what a NaN feature counts as
+from mlflow_numerai import scoring
+from mlflow_numerai.conventions import MIDDLE_BIN  # what a NaN feature counts as
 from mlflow_numerai.scoring import neutralize
 
 OBJECTIVES = ("equal", "corr", "sharpe")
@@ -96,7 +97,9 @@ def call_member(name: str, predict: Callable, arity: int, live_features: pd.Data
     """One member's predictions on `live_features`; an error from the member names it."""
     try:
         if arity == 2:
-            bench = live_benchmark_models if live_benchmark_models is not None else pd.DataFrame(index=live_features.index)
+            bench = live_benchmark_models
+            if bench is None:
+                bench = pd.DataFrame(index=live_features.index)
             output = predict(live_features, bench)
         else:
             output = predict(live_features)
@@ -218,8 +221,6 @@ def fit_weights(member_predictions: pd.DataFrame, target: pd.Series, eras: pd.Se
     """Non-negative weights summing to 1 for `rank_blend`, fitted on these eras (see module doc)."""
     from scipy.optimize import minimize
 
-    from mlflow_numerai import scoring
-
     if objective not in OBJECTIVES:
         raise EnsembleError(f"objective must be one of {list(OBJECTIVES)}, got {objective!r}")
     m = member_predictions.shape[1]
@@ -254,4 +255,5 @@ def member_correlations(member_predictions: pd.DataFrame, eras: pd.Series) -> pd
     """Mean over eras of the Spearman correlation between members' predictions (members x members)."""
     ranks = era_rank(member_predictions, eras)
     per_era = ranks.groupby(np.asarray(eras), sort=False).corr()
-    return per_era.groupby(level=1, sort=False).mean().loc[list(member_predictions.columns), list(member_predictions.columns)]
+    names = list(member_predictions.columns)
+    return per_era.groupby(level=1, sort=False).mean().loc[names, names]

@@ -26,7 +26,8 @@ def make_data(seed: int = 0, n_eras: int = 4, rows: int = 120, k: int = 3, n_fea
     ids = pd.Index([f"id{i:05d}" for i in rng.permutation(n)], name="id")
     eras = pd.Series(np.repeat([f"{e:04d}" for e in range(1, n_eras + 1)], rows), index=ids, name="era")
     signal = rng.standard_normal(n)
-    target = pd.Series(np.digitize(signal + rng.standard_normal(n), [-1.5, -0.5, 0.5, 1.5]) / 4.0, index=ids, name="target")
+    buckets = np.digitize(signal + rng.standard_normal(n), [-1.5, -0.5, 0.5, 1.5]) / 4.0
+    target = pd.Series(buckets, index=ids, name="target")
     target[rng.random(n) < 0.05] = np.nan
     preds = pd.DataFrame(
         {f"p{c}": np.round(0.3 * signal + rng.standard_normal(n), 1) for c in range(k)}, index=ids
@@ -59,7 +60,8 @@ def test_numerai_corr_parity(top_bottom):
     ref = per_era_nt(lambda p, t: nt.numerai_corr(p, t, top_bottom=top_bottom), eras, preds, target)
     assert_frames_close(ours, ref)
     whole = scoring.numerai_corr(preds, target, top_bottom=top_bottom)
-    np.testing.assert_allclose(whole, nt.numerai_corr(preds.sort_index(), target.sort_index(), top_bottom=top_bottom)[whole.index], atol=TOL)
+    ref = nt.numerai_corr(preds.sort_index(), target.sort_index(), top_bottom=top_bottom)
+    np.testing.assert_allclose(whole, ref[whole.index], atol=TOL)
 
 
 def test_top_bottom_changes_the_score():
@@ -74,7 +76,9 @@ def test_mmc_and_bmc_parity(top_bottom):
     preds, target, eras, meta, bench, _ = make_data(1)
     for fn, other in ((scoring.per_era_correlation_contribution, meta), (scoring.per_era_bmc, bench)):
         ours = fn(preds, other, target, eras, top_bottom=top_bottom)
-        ref = per_era_nt(lambda p, m, t: nt.correlation_contribution(p, m, t, top_bottom=top_bottom), eras, preds, other, target)
+        ref = per_era_nt(
+            lambda p, m, t: nt.correlation_contribution(p, m, t, top_bottom=top_bottom), eras, preds, other, target
+        )
         assert_frames_close(ours, ref)
 
 
@@ -82,7 +86,9 @@ def test_mmc_and_bmc_parity(top_bottom):
 def test_feature_neutral_corr_parity(top_bottom):
     preds, target, eras, _, _, features = make_data(2)
     ours = scoring.per_era_feature_neutral_corr(preds, features, target, eras, top_bottom=top_bottom)
-    ref = per_era_nt(lambda p, f, t: nt.feature_neutral_corr(p, f, t, top_bottom=top_bottom), eras, preds, features, target)
+    ref = per_era_nt(
+        lambda p, f, t: nt.feature_neutral_corr(p, f, t, top_bottom=top_bottom), eras, preds, features, target
+    )
     assert_frames_close(ours, ref)
 
 
@@ -167,7 +173,8 @@ def test_payout_estimate_hand_computed():
     assert np.isnan(out.iloc[3])
     preset = scoring.PAYOUT_PRESETS[scoring.DEFAULT_PAYOUT_PRESET]
     default = scoring.payout_estimate(corr, mmc)
-    np.testing.assert_allclose(default.to_numpy()[:3], (preset.corr * corr + preset.mmc * mmc).clip(-preset.clip, preset.clip)[:3])
+    want = (preset.corr * corr + preset.mmc * mmc).clip(-preset.clip, preset.clip)
+    np.testing.assert_allclose(default.to_numpy()[:3], want[:3])
     with pytest.raises(ScoringError, match="unknown payout preset"):
         scoring.payout_estimate(corr, mmc, preset="nope")
 

@@ -216,7 +216,8 @@ def test_version_carries_lineage_in_tags_metadata_and_run(built):
     assert [m["weight"] for m in meta["ensemble"]["members"]] == pytest.approx(list(built["weights"].values()))
     run = client.get_run(built["run_id"])
     assert run.data.tags["numerai.family"] == "ensemble"
-    assert run.data.metrics["numerai_corr_mean"] == pytest.approx(built["side_by_side"].loc["ensemble", "numerai_corr_mean"])
+    side_by_side = built["side_by_side"]
+    assert run.data.metrics["numerai_corr_mean"] == pytest.approx(side_by_side.loc["ensemble", "numerai_corr_mean"])
     files = {f.path for f in client.list_artifacts(built["run_id"], "ensemble")}
     assert {"ensemble/weights.csv", "ensemble/side_by_side.csv", "ensemble/per_era_corr.csv",
             "ensemble/member_corr.csv", "ensemble/members_vs_blend.png"} <= files
@@ -265,8 +266,8 @@ def test_predict_pkl_runs_without_mlflow_and_equals_the_members_blend(built, mem
     script = tmp_path / "child.py"
     script.write_text(BLOCKED_CHILD)
     out_path = tmp_path / "out.parquet"
-    proc = subprocess.run([sys.executable, "-I", str(script), str(pkl), str(synthetic_dir / "live.parquet"), str(out_path)],
-                          capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    argv = [sys.executable, "-I", str(script), str(pkl), str(synthetic_dir / "live.parquet"), str(out_path)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=180, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {"type": "pandas.DataFrame", "loaded": []}
     out = pd.read_parquet(out_path)

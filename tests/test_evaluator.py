@@ -239,7 +239,10 @@ def test_bad_model_output_is_a_clear_error(tracking):
 
 def test_not_numerai_data_without_config_steps_aside(tracking, model_uri):
     frame = make_frame(seed=8, n_eras=3).drop(columns=["era"])
-    with pytest.warns(UserWarning, match="no 'era' column"), pytest.raises(MlflowException, match="could not be evaluated"):
+    with (
+        pytest.warns(UserWarning, match="no 'era' column"),
+        pytest.raises(MlflowException, match="could not be evaluated"),
+    ):
         _run_evaluate(model_uri, frame)
 
 

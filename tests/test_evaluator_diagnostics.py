@@ -82,14 +82,18 @@ def test_every_diagnostic_equals_scoring(tracking, frame):
         "cwmm_mean": scoring.per_era_corr_with(preds, frame["meta"], eras)["prediction"].mean(),
         "corr_with_benchmark_mean": scoring.per_era_corr_with(preds, frame["bench"], eras)["prediction"].mean(),
         "numerai_corr_tb200_mean": tb.mean(),
-        "mmc_tb200_mean": scoring.per_era_correlation_contribution(preds, frame["meta"], target, eras, top_bottom=200)["prediction"].mean(),
+        "mmc_tb200_mean": scoring.per_era_correlation_contribution(
+            preds, frame["meta"], target, eras, top_bottom=200
+        )["prediction"].mean(),
         "fnc_mean": scoring.per_era_feature_neutral_corr(preds, frame[FEATURES[:3]], target, eras)["prediction"].mean(),
         "churn_mean": churn["prediction"].mean(),
         "churn_tb200_mean": scoring.per_era_churn(preds, previous, eras, top_bottom=200)[0]["prediction"].mean()
         if len(previous) // 4 >= 400 else None,
         "churn_n_ids": float(n_shared),
         "payout_mean": payout.mean(),
-        "numerai_corr_mean_target_aux_20": scoring.per_era_numerai_corr(preds, frame["target_aux_20"], eras)["prediction"].mean(),
+        "numerai_corr_mean_target_aux_20": scoring.per_era_numerai_corr(
+            preds, frame["target_aux_20"], eras
+        )["prediction"].mean(),
     }
     for name, value in expected.items():
         if value is None:
@@ -104,7 +108,8 @@ def test_every_diagnostic_equals_scoring(tracking, frame):
     assert "on 840 shared ids" in client.get_run(run_id).data.tags[ev.CHURN_TAG]
     local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="numerai_eval"))
     table = pd.read_csv(local / ev.DIAGNOSTICS_FILE, dtype={"era": str}).set_index("era")
-    assert {"corr", "mmc", "bmc", "cwmm", "fnc", "corr_tb200", "churn", "payout", "max_feature_exposure"} <= set(table.columns)
+    shown = {"corr", "mmc", "bmc", "cwmm", "fnc", "corr_tb200", "churn", "payout", "max_feature_exposure"}
+    assert shown <= set(table.columns)
     np.testing.assert_allclose(table["bmc"], bmc.to_numpy(), atol=1e-12)
     assert (local / ev.DIAGNOSTICS_PLOT_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert result.artifacts["diagnostics"].content.size[0] > 500
@@ -154,6 +159,7 @@ def test_meta_model_covering_too_few_ids_is_an_error_naming_it(tracking, frame):
 def test_bad_new_config_values():
     small = make_frame(seed=6, n_eras=2, rows=10)
     for config, match in (({"top_bottom": 0}, "top_bottom"), ({"churn_model": ""}, "churn_model"),
-                          ({"payout_preset": "x"}, "payout_preset"), ({"benchmark": "nope"}, "benchmark column 'nope'")):
+                          ({"payout_preset": "x"}, "payout_preset"),
+                          ({"benchmark": "nope"}, "benchmark column 'nope'")):
         with pytest.raises(ev.NumeraiEvaluationError, match=match):
             ev.parse_config(config, small, "target")

@@ -13,6 +13,8 @@ from scipy.stats import norm
 
 from mlflow_numerai import scoring
 from mlflow_numerai.scoring import ScoringError
+from mlflow_numerai.scoring import features as scoring_features
+from mlflow_numerai.scoring._kernels import _gauss_rows
 
 TOL = 1e-9
 
@@ -116,7 +118,7 @@ def test_rank_gauss_pow_anchor():
 def test_vectorized_transform_anchor(dtype):
     # the fast kernel (both sort paths), several columns at once, rows in any order
     values = np.array([[0, 1], [0.25, 0.75], [0.5, 0.5], [0.75, 0.25], [1, 0]], dtype=dtype)
-    out = scoring._gauss_rows(values, 1.5)
+    out = _gauss_rows(values, 1.5)
     np.testing.assert_allclose(out[0], ANCHOR, rtol=0, atol=1e-15)
     np.testing.assert_allclose(out[1], ANCHOR[::-1], rtol=0, atol=1e-15)
 
@@ -124,7 +126,7 @@ def test_vectorized_transform_anchor(dtype):
 def test_vectorized_transform_ties_and_negatives():
     values = np.array([[-0.0], [0.0], [-1.5], [2.0], [2.0], [2.0], [-3.0]])
     for v in (values, values.astype(np.float32), values + 1e-300 * 0):
-        got = scoring._gauss_rows(v, None)[0]
+        got = _gauss_rows(v, None)[0]
         want = ref_gauss(pd.Series(v[:, 0].astype(float)))
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-15)
 
@@ -235,7 +237,10 @@ def test_feature_exposure_and_max_feature_exposure():
     np.testing.assert_allclose(exposure.to_numpy(), want.to_numpy(), rtol=0, atol=TOL)
     per_era = scoring.max_feature_exposure(preds, features, eras)
     by_era = pd.DataFrame(
-        {e: features.loc[ids].corrwith(preds.loc[ids, "p1"]).abs().max() for e, ids in eras.groupby(eras).groups.items()},
+        {
+            e: features.loc[ids].corrwith(preds.loc[ids, "p1"]).abs().max()
+            for e, ids in eras.groupby(eras).groups.items()
+        },
         index=[0],
     ).T[0]
     assert per_era["p1"] == pytest.approx(by_era.mean(), abs=TOL)
@@ -254,7 +259,9 @@ def test_summaries():
     assert scoring.sharpe(s) == pytest.approx(s.mean() / s.std(ddof=1))
     frame = pd.DataFrame({"a": s, "b": [0.1, np.nan, 0.1, 0.2, 0.1]})
     summary = scoring.score_summary(frame)
-    assert list(summary.columns) == ["mean", "std", "sharpe", "smart_sharpe", "max_drawdown", "positive_share", "n_eras"]
+    assert list(summary.columns) == [
+        "mean", "std", "sharpe", "smart_sharpe", "max_drawdown", "positive_share", "n_eras"
+    ]
     assert summary.loc["b", "n_eras"] == 4 and summary.loc["b", "max_drawdown"] == 0
     assert summary.loc["a", "mean"] == pytest.approx(0.03)
 
@@ -430,7 +437,7 @@ def test_float64_values_equal_in_float32_are_still_ordered():
     values = base + np.array([5e-17, -5e-17, 0.0, 1e-16, -1e-16, 0.7, -0.2, 0.0])
     assert len(set(values.astype(np.float32))) < len(set(values))
     frame = pd.DataFrame({"a": values, "b": values[::-1]})
-    got = scoring._gauss_rows(frame.to_numpy(), None)
+    got = _gauss_rows(frame.to_numpy(), None)
     for j, col in enumerate(frame.columns):
         np.testing.assert_allclose(got[j], ref_gauss(frame[col]), rtol=0, atol=1e-15)
 
@@ -440,7 +447,7 @@ def test_float64_collisions_in_float32_random():
     rng = np.random.default_rng(21)
     coarse = rng.integers(0, 40, (400, 70)).astype(np.float32).astype(np.float64) / 7
     fine = coarse + rng.integers(-3, 4, coarse.shape) * 1e-12
-    got = scoring._gauss_rows(fine, 1.5)
+    got = _gauss_rows(fine, 1.5)
     frame = pd.DataFrame(fine)
     for j in (0, 1, 33, 64, 69):
         np.testing.assert_allclose(got[j], ref_pow(ref_gauss(frame[j])), rtol=0, atol=1e-12)
@@ -454,7 +461,7 @@ def test_feature_exposure_in_blocks_matches_one_pass(monkeypatch):
     features.columns = [f"f{j}" for j in range(7)]
     features["f6"] = 2  # constant: NaN
     want = pd.DataFrame({c: features.astype(float).corrwith(preds[c]) for c in preds.columns})
-    monkeypatch.setattr(scoring, "_EXPOSURE_BLOCK_VALUES", 7 * 50)  # blocks of 50 rows
+    monkeypatch.setattr(scoring_features, "_EXPOSURE_BLOCK_VALUES", 7 * 50)  # blocks of 50 rows
     got = scoring.feature_exposure(preds, features)
     np.testing.assert_allclose(got.to_numpy()[:6], want.to_numpy()[:6], rtol=0, atol=TOL)
     assert got.loc["f6"].isna().all()
