@@ -18,7 +18,9 @@ import pytest
 from click.testing import CliRunner
 
 from mlflow_numerai.sandbox import checks
-from mlflow_numerai.sandbox.runner import THREAD_ENV, TOKEN_ENV, SandboxLimits, bwrap_status, parse_memory, run_pickle
+from mlflow_numerai.sandbox.isolation import THREAD_ENV, TOKEN_ENV, bwrap_status
+from mlflow_numerai.sandbox.limits import SandboxLimits, parse_memory
+from mlflow_numerai.sandbox.runner import run_pickle
 from mlflow_numerai.upload_states import (
     ERROR,
     FAILED,
@@ -36,7 +38,7 @@ HAS_BWRAP = bwrap_status()[0] is not None
 
 
 def _namespaces() -> bool:
-    from mlflow_numerai.sandbox.runner import namespace_available
+    from mlflow_numerai.sandbox.isolation import namespace_available
 
     return namespace_available()
 
@@ -471,7 +473,7 @@ def test_acceptance_memory(case, mode, live_path, private_tmp):
 
 @pytest.mark.parametrize("network", ["namespace", "guard"])
 def test_tcp_connection_fails_inside(network, tcp_server, live_path, private_tmp):
-    from mlflow_numerai.sandbox.runner import namespace_available
+    from mlflow_numerai.sandbox.isolation import namespace_available
 
     if network == "namespace" and not namespace_available():
         pytest.skip("no network namespaces here")

@@ -15,8 +15,11 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from mlflow_numerai.sandbox import runner
-from mlflow_numerai.sandbox.runner import BWRAP_ENV, SandboxError, SandboxLimits, bwrap_status, run_pickle
+from mlflow_numerai.conventions import BWRAP_ENV
+from mlflow_numerai.sandbox import cgroups
+from mlflow_numerai.sandbox.isolation import bwrap_status, namespace_available
+from mlflow_numerai.sandbox.limits import SandboxError, SandboxLimits
+from mlflow_numerai.sandbox.runner import run_pickle
 from mlflow_numerai.uploads.cli import validate as validate_cli
 
 HAS_BWRAP = bwrap_status()[0] is not None
@@ -66,8 +69,8 @@ def test_a_failed_cgroup_falls_back_visibly(live_path, tmp_path, monkeypatch):
     def refuse(*args):
         raise OSError(30, "Read-only file system (simulated)")
 
-    monkeypatch.setattr(runner.Cgroup, "_create_v1", classmethod(refuse))
-    monkeypatch.setattr(runner.Cgroup, "_create_v2", classmethod(refuse))
+    monkeypatch.setattr(cgroups.Cgroup, "_create_v1", classmethod(refuse))
+    monkeypatch.setattr(cgroups.Cgroup, "_create_v2", classmethod(refuse))
     pkl = tmp_path / "good.pkl"
     pkl.write_bytes(cloudpickle.dumps(_good()))
     outcome = run_pickle(pkl, live_path, output_dir=tmp_path / "out")
@@ -231,7 +234,7 @@ NETWORK_MODES = [
 
 @pytest.mark.parametrize(("isolation", "network"), NETWORK_MODES)
 def test_subprocess_udp_and_dns_cannot_reach_out(isolation, network, servers, live_path, tmp_path):
-    if network == "namespace" and isolation == "fallback" and not runner.namespace_available():
+    if network == "namespace" and isolation == "fallback" and not namespace_available():
         pytest.skip("no network namespaces here")
     pkl = tmp_path / "net.pkl"
     pkl.write_bytes(cloudpickle.dumps(tries_the_network(servers.tcp.getsockname()[1], servers.udp.getsockname()[1])))
