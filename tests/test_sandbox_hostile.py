@@ -188,7 +188,8 @@ def _env(tmp_path: Path, mode: str) -> dict:
     return env
 
 
-def run_validator(tmp_path: Path, mode: str, predict, live_path: Path, *args: str) -> tuple[dict, subprocess.CompletedProcess]:
+def run_validator(tmp_path: Path, mode: str, predict, live_path: Path,
+                  *args: str) -> tuple[dict, subprocess.CompletedProcess]:
     pkl = tmp_path / "predict.pkl"
     pkl.write_bytes(cloudpickle.dumps(predict))
     proc = subprocess.run(
@@ -289,7 +290,7 @@ def test_a_bounded_fork_bomb_is_reported_and_nothing_is_left(mode, tmp_path, liv
 def test_flooded_output_is_kept_bounded(mode, tmp_path, live_path):
     report, proc = run_validator(tmp_path, mode, floods(40), live_path, "--log-run")
     assert report["status"] == "Success", report["message"]
-    logs = [p for p in tmp_path.rglob("child_live.log")]
+    logs = list(tmp_path.rglob("child_live.log"))
     assert logs, "the child's log was not logged"
     bound = LOG_HEAD_BYTES + LOG_TAIL_BYTES + 200
     assert all(p.stat().st_size <= bound for p in logs), [p.stat().st_size for p in logs]

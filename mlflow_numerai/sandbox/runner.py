@@ -45,6 +45,7 @@ import pandas as pd
 import psutil
 
 from mlflow_numerai.conventions import BWRAP_ENV, PREDICT_PKL
+from mlflow_numerai.packaging import contract
 from mlflow_numerai.sandbox.cgroups import CGROUP_PREFIX, Cgroup, _cgroup_parents, memory_method, remove_stale_cgroups
 from mlflow_numerai.sandbox.isolation import (
     INSTALL_HINT,
@@ -72,14 +73,15 @@ from mlflow_numerai.sandbox.processes import (
 )
 
 __all__ = [  # the run, and the names of the pieces that other modules import from here
-    "BWRAP_ENV", "CGROUP_PREFIX", "CHILD_SCRIPT", "GIB", "INSTALL_HINT", "LOG_HEAD_BYTES", "LOG_TAIL_BYTES", "PASS_ENV",
-    "THREAD_ENV", "TOKEN_ENV", "Cgroup", "LogKeeper", "SandboxError", "SandboxLimits", "SandboxOutcome", "TreeSampler",
-    "_cgroup_parents", "bwrap_command", "bwrap_status", "child_environment", "choose_cpus", "interpreter_paths",
-    "isolation_method", "kill_everything", "memory_method", "namespace_available", "network_method", "parse_memory",
-    "remove_stale_cgroups", "remove_stale_private_dirs", "run_pickle", "site_paths",
+    "BWRAP_ENV", "CGROUP_PREFIX", "CHILD_SCRIPT", "CONTRACT_SCRIPT", "GIB", "INSTALL_HINT", "LOG_HEAD_BYTES",
+    "LOG_TAIL_BYTES", "PASS_ENV", "THREAD_ENV", "TOKEN_ENV", "Cgroup", "LogKeeper", "SandboxError", "SandboxLimits",
+    "SandboxOutcome", "TreeSampler", "_cgroup_parents", "bwrap_command", "bwrap_status", "child_environment",
+    "choose_cpus", "interpreter_paths", "isolation_method", "kill_everything", "memory_method", "namespace_available",
+    "network_method", "parse_memory", "remove_stale_cgroups", "remove_stale_private_dirs", "run_pickle", "site_paths",
 ]
 
 CHILD_SCRIPT = Path(__file__).with_name("child.py")
+CONTRACT_SCRIPT = Path(contract.__file__)  # the output contract: copied next to the child, loaded there by path
 BLOCKED_MODULES = ("mlflow", "mlflow_numerai", "pyro")
 MAX_OUTPUT_BYTES = 2 * GIB  # a predictions.csv larger than this is not copied out
 log = logging.getLogger(__name__)
@@ -184,6 +186,7 @@ def run_pickle(
             "rlimit_as": limits.memory_bytes if group is None else None,
             "site_paths": site_paths(interpreter),
             "own_pid_namespace": bwrap is not None,
+            "contract": str(shutil.copyfile(CONTRACT_SCRIPT, private / "contract.py")),
         }
         (private / "spec.json").write_text(json.dumps(spec))
         script = private / "child.py"
