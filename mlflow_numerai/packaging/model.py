@@ -22,6 +22,7 @@ from typing import Any
 import cloudpickle
 import pandas as pd
 
+from mlflow_numerai.conventions import MODEL_ARTIFACT
 from mlflow_numerai.data import io as data_io
 from mlflow_numerai.packaging.contract import NUMERAI_OUTPUT_CONTRACT
 from mlflow_numerai.packaging.errors import PackagingError
@@ -106,7 +107,7 @@ def _optional_outside(schema, data_dir, feature_set: str):
 
 def log_numerai_model(
     predict: Callable,
-    name: str = "model",
+    name: str = MODEL_ARTIFACT,
     *,
     data_dir: str | os.PathLike | None = None,
     input_example: pd.DataFrame | None = None,

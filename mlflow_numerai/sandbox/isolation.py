@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 from functools import lru_cache
@@ -155,10 +156,7 @@ def site_paths(interpreter: str) -> list[str] | None:
     directory (pyvenv.cfg), not by the real file: its python links to the same base interpreter."""
     if os.path.dirname(os.path.abspath(interpreter)) != os.path.dirname(os.path.abspath(sys.executable)):
         return None
-    import site
-
     return [p for p in site.getsitepackages() if os.path.isdir(p)]
-
 
 
 # ----------------------------------------------------------------------------- environment

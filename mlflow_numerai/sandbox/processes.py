@@ -162,8 +162,6 @@ def kill_on_breach(pid: int, group: Cgroup | None, flag: threading.Event) -> Non
         group.kill_all()
 
 
-
-
 class LogKeeper(threading.Thread):
     """Reads the child's output from a pipe, keeping its first LOG_HEAD_BYTES and last
     LOG_TAIL_BYTES: a model that floods its output costs the validator bounded memory and disk."""
