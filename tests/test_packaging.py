@@ -20,6 +20,7 @@ from mlflow_numerai.packaging import (
     requirements_of,
     save_predict,
 )
+from mlflow_numerai.packaging.contract import CHECKS
 
 FEATURES = [f"feature_{i:02d}" for i in range(8)]
 
@@ -169,6 +170,7 @@ def _good(live):
 @pytest.mark.parametrize(
     "make, check",
     [
+        (lambda live: None, "none"),
         (lambda live: _good(live)["prediction"], "type"),
         (lambda live: _good(live).iloc[:0], "empty"),
         (lambda live: _good(live).rename(columns={"prediction": "pred"}), "columns"),
@@ -186,6 +188,33 @@ def test_output_contract_names_the_failed_check(live, make, check):
     with pytest.raises(OutputContractError) as info:
         check_numerai_output(make(live), live)
     assert info.value.check == check
+    assert check in CHECKS
+
+
+def test_output_contract_is_standalone():
+    """contract.py imports nothing of the package: the sandbox child loads it by path, without it."""
+    import subprocess
+    import sys
+
+    from mlflow_numerai.packaging import contract
+
+    source = contract.__file__
+    code = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('c', sys.argv[1]); "
+            "m = importlib.util.module_from_spec(spec); sys.modules['c'] = m; spec.loader.exec_module(m); "
+            "assert not [n for n in sys.modules if n.startswith('mlflow')], sorted(sys.modules); "
+            "print(sorted(m.CHECKS))")
+    site_paths = [p for p in sys.path if p.endswith("site-packages")]
+    out = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path += {site_paths!r}; {code}", source],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "'constant'" in out.stdout
+
+
+def test_packaging_errors_are_input_errors():
+    from mlflow_numerai.errors import InputError
+
+    assert issubclass(PackagingError, InputError) and issubclass(PackagingError, ValueError)
+    assert issubclass(OutputContractError, PackagingError)
 
 
 # --------------------------------------------------------------------------- MLflow model

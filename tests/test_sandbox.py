@@ -18,7 +18,9 @@ import pytest
 from click.testing import CliRunner
 
 from mlflow_numerai.sandbox import checks
-from mlflow_numerai.sandbox.runner import THREAD_ENV, TOKEN_ENV, SandboxLimits, bwrap_status, parse_memory, run_pickle
+from mlflow_numerai.sandbox.isolation import THREAD_ENV, TOKEN_ENV, bwrap_status
+from mlflow_numerai.sandbox.limits import SandboxLimits, parse_memory
+from mlflow_numerai.sandbox.runner import run_pickle
 from mlflow_numerai.upload_states import (
     ERROR,
     FAILED,
@@ -36,7 +38,7 @@ HAS_BWRAP = bwrap_status()[0] is not None
 
 
 def _namespaces() -> bool:
-    from mlflow_numerai.sandbox.runner import namespace_available
+    from mlflow_numerai.sandbox.isolation import namespace_available
 
     return namespace_available()
 
@@ -367,13 +369,14 @@ CASES = [
     ("value_1_5", returns_1_5, FAILED, "invalid_output:range", []),
     ("drops_10_ids", drops_ids, FAILED, "invalid_output:ids_missing", []),
     ("duplicates_ids", duplicates_ids, FAILED, "invalid_output:ids_duplicated", []),
-    ("constant", constant, FAILED, "invalid_output:std", []),
+    ("constant", constant, FAILED, "invalid_output:constant", []),
     ("missing_module", missing_module, FAILED, "import", []),
     ("mlflow_numerai_ref", mlflow_numerai_by_reference, FAILED, "import", []),
     ("sleeps", sleeps, FAILED, "timeout", ["--timeout", "3"]),
     ("child_ignores_sigterm", child_ignores_sigterm, FAILED, "timeout", ["--timeout", "4"]),
     ("reads_env", reads_env, SUCCESS, None, []),
-    ("python_mismatch", good, FAILED, "python_mismatch", ["--python", "3.10" if sys.version_info[:2] != (3, 10) else "3.11"]),
+    ("python_mismatch", good, FAILED, "python_mismatch",
+     ["--python", "3.10" if sys.version_info[:2] != (3, 10) else "3.11"]),
 ]
 MEMORY_CASES = [  # default 4 GiB cap; slow (the kernel must fault 4 GiB in)
     ("allocates_6gib", allocates_6gib, FAILED, "oom", []),
@@ -431,7 +434,7 @@ def test_acceptance(case, mode, live_path, private_tmp):
     if reason == "timeout":  # killed at the limit, and nothing survived (above)
         assert f"limit {float(args[1]):g}s" in report["message"]
     if name == "reads_env":
-        line = next(l for l in report["log_tail"].splitlines() if l.startswith("HOME "))
+        line = next(x for x in report["log_tail"].splitlines() if x.startswith("HOME "))
         _, home, _, cwd = line.split()
         assert home == cwd and "numerai-sandbox-" in home  # a private directory ...
         assert not os.path.exists(home)  # ... removed afterwards
@@ -471,7 +474,7 @@ def test_acceptance_memory(case, mode, live_path, private_tmp):
 
 @pytest.mark.parametrize("network", ["namespace", "guard"])
 def test_tcp_connection_fails_inside(network, tcp_server, live_path, private_tmp):
-    from mlflow_numerai.sandbox.runner import namespace_available
+    from mlflow_numerai.sandbox.isolation import namespace_available
 
     if network == "namespace" and not namespace_available():
         pytest.skip("no network namespaces here")
@@ -510,7 +513,7 @@ def test_busy_threads_get_one_cpu(mode, live_path, private_tmp):
     _check(report, SUCCESS, None)
     # what the child saw: one CPU in its affinity mask and every thread-count variable at 1
     assert "affinity 1 omp 1" in report["log_tail"]
-    line = next(l for l in report["log_tail"].splitlines() if l.startswith("threads "))
+    line = next(x for x in report["log_tail"].splitlines() if x.startswith("threads "))
     seen = json.loads(line.split(" ", 1)[1])
     assert set(seen) == set(THREAD_ENV) and set(seen.values()) == {"1"}
 
@@ -528,7 +531,8 @@ def test_good_model_success_with_diagnostics(mode, synthetic_dir, private_tmp):
     pkl.write_bytes(cloudpickle.dumps(predict))
     args = ["--validation", str(synthetic_dir / "validation.parquet")]
     if mode == "api":
-        report = validate(str(pkl), live=synthetic_dir / "live.parquet", validation=synthetic_dir / "validation.parquet").to_dict()
+        report = validate(str(pkl), live=synthetic_dir / "live.parquet",
+                          validation=synthetic_dir / "validation.parquet").to_dict()
     else:
         report = _run("cli", pkl, synthetic_dir / "live.parquet", args)
     _check(report, SUCCESS, None)
@@ -652,7 +656,7 @@ def _csv(ids, values, columns=("id", "prediction")):
         (_csv(["a", "b"], [0.1, 0.2]), "ids_missing"),
         (_csv(["a", "b", "c", "zz"], [0.1, 0.2, 0.3, 0.4]), "ids_unknown"),
         (_csv(["a", "b", "c"], [0.1, 1.2, 0.3]), "range"),
-        (_csv(["a", "b", "c"], [0.5, 0.5, 0.5]), "std"),
+        (_csv(["a", "b", "c"], [0.5, 0.5, 0.5]), "constant"),
         (_csv(["a", "b", "c"], [0.5, None, 0.2]), "nan"),
     ],
 )
@@ -717,11 +721,26 @@ def test_state_machine_rules():
     assert times == sorted(times)
 
 
+def test_one_set_of_check_names():
+    """Packaging, the child and the validator name their checks from the one contract module."""
+    import inspect
+    import re
+
+    from mlflow_numerai.packaging import contract
+    from mlflow_numerai.sandbox import runner
+
+    used = set(re.findall(r'CheckFailure\("(\w+)"', inspect.getsource(contract)))
+    used |= set(re.findall(r"invalid_output:(\w+)", runner.CHILD_SCRIPT.read_text() + inspect.getsource(runner)))
+    assert {"none", "type", "index", "ids_missing", "constant", "horizon", "file", "csv"} <= used
+    assert used <= set(contract.CHECKS)
+    assert checks.CheckFailure is contract.CheckFailure and checks.check_submission is contract.check_submission
+
+
 def test_child_script_does_not_import_the_package():
     from mlflow_numerai.sandbox import runner
 
     source = runner.CHILD_SCRIPT.read_text()
-    assert "mlflow_numerai" not in "".join(l for l in source.splitlines() if l.lstrip().startswith(("import", "from")))
+    assert "mlflow_numerai" not in "".join(x for x in source.splitlines() if x.lstrip().startswith(("import", "from")))
 
 
 def test_survivor_detector_sees_a_running_sandbox(live_path, private_tmp):

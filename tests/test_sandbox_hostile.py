@@ -28,16 +28,11 @@ import pandas as pd
 import psutil
 import pytest
 
-from mlflow_numerai.sandbox.runner import (
-    CGROUP_PREFIX,
-    LOG_HEAD_BYTES,
-    LOG_TAIL_BYTES,
-    TOKEN_ENV,
-    SandboxLimits,
-    _cgroup_parents,
-    bwrap_status,
-    run_pickle,
-)
+from mlflow_numerai.sandbox.cgroups import CGROUP_PREFIX, Cgroup, _cgroup_parents
+from mlflow_numerai.sandbox.isolation import TOKEN_ENV, bwrap_status
+from mlflow_numerai.sandbox.limits import SandboxLimits
+from mlflow_numerai.sandbox.processes import LOG_HEAD_BYTES, LOG_TAIL_BYTES
+from mlflow_numerai.sandbox.runner import run_pickle
 
 HAS_BWRAP = bwrap_status()[0] is not None
 MODES = [pytest.param("bwrap", marks=pytest.mark.skipif(not HAS_BWRAP, reason="bubblewrap cannot run here")),
@@ -193,7 +188,8 @@ def _env(tmp_path: Path, mode: str) -> dict:
     return env
 
 
-def run_validator(tmp_path: Path, mode: str, predict, live_path: Path, *args: str) -> tuple[dict, subprocess.CompletedProcess]:
+def run_validator(tmp_path: Path, mode: str, predict, live_path: Path,
+                  *args: str) -> tuple[dict, subprocess.CompletedProcess]:
     pkl = tmp_path / "predict.pkl"
     pkl.write_bytes(cloudpickle.dumps(predict))
     proc = subprocess.run(
@@ -294,7 +290,7 @@ def test_a_bounded_fork_bomb_is_reported_and_nothing_is_left(mode, tmp_path, liv
 def test_flooded_output_is_kept_bounded(mode, tmp_path, live_path):
     report, proc = run_validator(tmp_path, mode, floods(40), live_path, "--log-run")
     assert report["status"] == "Success", report["message"]
-    logs = [p for p in tmp_path.rglob("child_live.log")]
+    logs = list(tmp_path.rglob("child_live.log"))
     assert logs, "the child's log was not logged"
     bound = LOG_HEAD_BYTES + LOG_TAIL_BYTES + 200
     assert all(p.stat().st_size <= bound for p in logs), [p.stat().st_size for p in logs]
@@ -320,8 +316,6 @@ def sleeper():
 def test_a_sigkilled_validator_leaves_no_cgroup_after_the_next_run(mode, tmp_path, live_path, caplog, monkeypatch):
     import tempfile
 
-    from mlflow_numerai.sandbox.runner import Cgroup
-
     probe = Cgroup.create(SandboxLimits(), [0])
     if probe is None:
         pytest.skip("no writable cgroup here: nothing to leak")
@@ -344,7 +338,7 @@ def test_a_sigkilled_validator_leaves_no_cgroup_after_the_next_run(mode, tmp_pat
         assert private, "precondition: the killed validator's private directory is left"
         monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where that validator made it
         pkl.write_bytes(cloudpickle.dumps(_good()))
-        with caplog.at_level("WARNING", logger="mlflow_numerai.sandbox.runner"):
+        with caplog.at_level("WARNING", logger="mlflow_numerai.sandbox"):
             outcome = run_pickle(pkl, live_path, output_dir=tmp_path / "next",
                                  limits=SandboxLimits(isolation="auto" if mode == "bwrap" else "fallback"))
         assert outcome.status == "ok"

@@ -15,8 +15,11 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from mlflow_numerai.sandbox import runner
-from mlflow_numerai.sandbox.runner import BWRAP_ENV, SandboxError, SandboxLimits, bwrap_status, run_pickle
+from mlflow_numerai.conventions import BWRAP_ENV
+from mlflow_numerai.sandbox import cgroups
+from mlflow_numerai.sandbox.isolation import bwrap_status, namespace_available
+from mlflow_numerai.sandbox.limits import SandboxError, SandboxLimits
+from mlflow_numerai.sandbox.runner import run_pickle
 from mlflow_numerai.uploads.cli import validate as validate_cli
 
 HAS_BWRAP = bwrap_status()[0] is not None
@@ -44,8 +47,8 @@ def expected_memory_enforcement() -> str:
     """Derived from /proc and /sys here, independently of the runner's own probing."""
     own = dict(line.split(":", 2)[1:] for line in Path("/proc/self/cgroup").read_text().splitlines())
     v2 = Path("/sys/fs/cgroup") / own.get("", "/").lstrip("/")
-    if "" in own and (v2 / "cgroup.controllers").exists() and "memory" in (v2 / "cgroup.controllers").read_text().split() \
-            and os.access(v2, os.W_OK):
+    controllers = (v2 / "cgroup.controllers").read_text().split() if (v2 / "cgroup.controllers").exists() else []
+    if "" in own and "memory" in controllers and os.access(v2, os.W_OK):
         return "cgroup-v2"
     v1 = Path("/sys/fs/cgroup/memory") / own.get("memory", "/").lstrip("/")
     if "memory" in own and v1.is_dir() and os.access(v1, os.W_OK):
@@ -66,8 +69,8 @@ def test_a_failed_cgroup_falls_back_visibly(live_path, tmp_path, monkeypatch):
     def refuse(*args):
         raise OSError(30, "Read-only file system (simulated)")
 
-    monkeypatch.setattr(runner.Cgroup, "_create_v1", classmethod(refuse))
-    monkeypatch.setattr(runner.Cgroup, "_create_v2", classmethod(refuse))
+    monkeypatch.setattr(cgroups.Cgroup, "_create_v1", classmethod(refuse))
+    monkeypatch.setattr(cgroups.Cgroup, "_create_v2", classmethod(refuse))
     pkl = tmp_path / "good.pkl"
     pkl.write_bytes(cloudpickle.dumps(_good()))
     outcome = run_pickle(pkl, live_path, output_dir=tmp_path / "out")
@@ -101,7 +104,7 @@ def test_bwrap_is_used_where_it_runs(live_path, tmp_path):
     pkl.write_bytes(cloudpickle.dumps(predict))
     outcome = run_pickle(pkl, live_path, output_dir=tmp_path / "out")
     assert (outcome.status, outcome.isolation, outcome.warnings) == ("ok", "bwrap", []), outcome.message
-    line = next(l for l in outcome.log.splitlines() if l.startswith("view "))
+    line = next(x for x in outcome.log.splitlines() if x.startswith("view "))
     assert "'work'" in line or "'root'" in line  # only the bound prefixes ...
     assert "'home'" not in line and "'var'" not in line and "'opt'" not in line  # ... not the machine's root
     assert "ppid 1 " in line
@@ -231,7 +234,7 @@ NETWORK_MODES = [
 
 @pytest.mark.parametrize(("isolation", "network"), NETWORK_MODES)
 def test_subprocess_udp_and_dns_cannot_reach_out(isolation, network, servers, live_path, tmp_path):
-    if network == "namespace" and isolation == "fallback" and not runner.namespace_available():
+    if network == "namespace" and isolation == "fallback" and not namespace_available():
         pytest.skip("no network namespaces here")
     pkl = tmp_path / "net.pkl"
     pkl.write_bytes(cloudpickle.dumps(tries_the_network(servers.tcp.getsockname()[1], servers.udp.getsockname()[1])))
@@ -239,7 +242,8 @@ def test_subprocess_udp_and_dns_cannot_reach_out(isolation, network, servers, li
                          limits=SandboxLimits(isolation=isolation, network=network, timeout_seconds=120))
     assert outcome.status == "ok", outcome.message
     assert outcome.network_isolation == network
-    assert outcome.isolation == {"auto": "bwrap", "fallback": "namespaces" if network == "namespace" else "guard"}[isolation]
+    fallback = "namespaces" if network == "namespace" else "guard"
+    assert outcome.isolation == {"auto": "bwrap", "fallback": fallback}[isolation]
     assert "dns: blocked" in outcome.log and "dns: ok" not in outcome.log
     assert any("getaddrinfo" in a and "example.com" in a for a in outcome.network_attempts)
     assert servers.datagrams() == []

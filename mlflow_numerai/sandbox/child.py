@@ -3,7 +3,9 @@
 Run as a standalone script in a fresh isolated interpreter (`python -I child.py SPEC.json`).
 It must not import mlflow_numerai (nor mlflow, nor pyro): those are blocked here, as they are
 absent from Numerai's runtime. Only the standard library is imported before the import blocker
-is installed; pandas is imported after it.
+is installed; pandas is imported after it. The output contract (the checks and their names) is
+`mlflow_numerai/packaging/contract.py`, which the parent copies next to this script: it is loaded
+by path (the spec's `contract`) before the model is unpickled.
 
 The outcome is written to the JSON file named in the spec: {"status": "ok"|"failed"|"error",
 "reason": ..., "message": ..., "stage": ..., "network_attempts": [...]}. The parent does not
@@ -119,6 +121,17 @@ def _classify(exc: BaseException, default: str) -> str:
     return default
 
 
+def _load_contract(path: str):
+    """The output contract module (standalone: numpy and pandas only), loaded from its file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("numerai_output_contract", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # before running it: its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
 def _count_positional(fn) -> tuple[int | None, str]:
     """How many positional arguments `fn` takes (None if it cannot take 1 or 2), and why not."""
     import inspect
@@ -138,30 +151,8 @@ def _count_positional(fn) -> tuple[int | None, str]:
         return n, ""
     if n == 0 and varargs:
         return 1, ""
-    return None, f"predict takes {n} positional parameters; Numerai calls it with 1 (live features) or 2 (+ benchmark models)"
-
-
-def _runner_checks(out, pd) -> list[tuple[str, str]]:
-    """Numerai runner's checks on the returned object: (check, message) for each failure."""
-    if out is None:
-        return [("none", "predict returned None")]
-    if type(out) is not pd.DataFrame:
-        return [("type", f"predict returned {type(out).__module__}.{type(out).__qualname__}, not a pandas.DataFrame")]
-    if _spec.get("profile") == "forecast":
-        return []
-    failures = []
-    if len(out) == 0:
-        return [("empty", "predict returned 0 rows")]
-    if out.shape[1] == 0:
-        return [("columns", "predict returned a DataFrame with no columns")]
-    if bool(out.isna().any().any()):
-        failures.append(("nan", f"predictions contain {int(out.isna().sum().sum())} NaN value(s)"))
-    first = pd.to_numeric(out.iloc[:, 0], errors="coerce")
-    bad = ~((first >= 0) & (first <= 1))
-    if bool(bad.any()) and not failures:
-        sample = out.iloc[:, 0][bad].head(3).tolist()
-        failures.append(("range", f"{int(bad.sum())} value(s) of the first column outside [0, 1], e.g. {sample}"))
-    return failures
+    return None, (f"predict takes {n} positional parameters; Numerai calls it with 1 (live features) "
+                  "or 2 (+ benchmark models)")
 
 
 def main(spec_path: str) -> None:
@@ -182,6 +173,7 @@ def main(spec_path: str) -> None:
     try:
         import pandas as pd
 
+        contract = _load_contract(_spec["contract"])
         live = pd.read_pickle(_spec["live"])  # written by the parent, trusted
         benchmarks = pd.read_pickle(_spec["benchmarks"]) if _spec.get("benchmarks") else None
     except BaseException as exc:  # the runtime or the inputs, not the model
@@ -208,11 +200,10 @@ def main(spec_path: str) -> None:
     except BaseException as exc:
         _finish("failed", _classify(exc, "exception"), f"predict raised {exc!r}", exc)
     _stage("check")
-    failures = _runner_checks(out, pd)
+    failures = contract.check_returned(out, _spec.get("profile", "numerai"))
     if failures:
-        _state["checks"] = [{"check": c, "message": m} for c, m in failures]
-        check, message = failures[0]
-        _finish("failed", f"invalid_output:{check}", message)
+        _state["checks"] = [f.to_dict() for f in failures]
+        _finish("failed", failures[0].reason, failures[0].message)
     _stage("write")
     try:
         tmp = _spec["output"] + ".tmp"
