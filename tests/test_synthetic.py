@@ -210,7 +210,9 @@ def test_bad_parameters_are_named(tmp_path, bad, match):
 
 
 def test_smallest_set(tmp_path):
-    out = generate_synthetic(tmp_path / "s", eras_train=1, eras_validation=1, rows_per_era=20, n_features=5, progress=False)
+    out = generate_synthetic(
+        tmp_path / "s", eras_train=1, eras_validation=1, rows_per_era=20, n_features=5, progress=False
+    )
     assert len(read_split(out, "train")) == 20 and len(feature_columns(out, "small")) >= 3
 
 
@@ -332,7 +334,8 @@ def slow(plan, i):
         time.sleep(60)
     return real(plan, i)
 synthetic.generate_era = slow
-synthetic.generate_synthetic(sys.argv[1], eras_train=6, eras_validation=4, rows_per_era=50, n_features=12, progress=False)
+synthetic.generate_synthetic(sys.argv[1], eras_train=6, eras_validation=4, rows_per_era=50, n_features=12,
+                             progress=False)
 """
 
 
