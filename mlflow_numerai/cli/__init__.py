@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("mlflow_numerai.uploads.cli:validate", "Run a predict.pkl in Numerai's sandbox limits."),
     "promote": ("mlflow_numerai.registry:promote_command", "Move an alias to a validated model version."),
     "ensemble": ("mlflow_numerai.entrypoints.ensemble:ensemble", "Blend registered models into one predict.pkl model."),
-    "dashboard": ("mlflow_numerai.dashboard:dashboard_command", "Start the Streamlit dashboard."),
+    "dashboard": ("mlflow_numerai.cli.dashboard:dashboard_command", "Start the Streamlit dashboard."),
     "study": ("mlflow_numerai.entrypoints.study:study", "Hyper-parameter study on Optuna, shared by many workers."),
     "pipeline": ("mlflow_numerai.entrypoints.pipeline:pipeline", "Run the whole job: data, models, validation, promotion."),
 }
