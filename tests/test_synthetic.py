@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from mlflow_numerai.data import synthetic
+from mlflow_numerai.data import synthetic, synthetic_layout
 from mlflow_numerai.data.io import DataError, data_version, feature_columns, load_feature_metadata, read_split
 from mlflow_numerai.data.synthetic import (
     AUX_TARGETS,
@@ -147,7 +147,7 @@ def test_same_seed_gives_byte_identical_files(tmp_path):
 def test_batching_into_row_groups_does_not_change_data(tmp_path, monkeypatch):
     one = generate_synthetic(tmp_path / "one", seed=1, **TINY)
     assert pq.ParquetFile(one / "train.parquet").metadata.num_row_groups == 1
-    monkeypatch.setattr(synthetic, "ROW_GROUP_BYTES", 1)  # one era per row group
+    monkeypatch.setattr(synthetic_layout, "ROW_GROUP_BYTES", 1)  # one era per row group
     many = generate_synthetic(tmp_path / "many", seed=1, **TINY)
     assert pq.ParquetFile(many / "train.parquet").metadata.num_row_groups == 6
     pd.testing.assert_frame_equal(read_split(one, "train"), read_split(many, "train"))
