@@ -124,7 +124,7 @@ def render_times(uri: str, pages: list[str], repeats: int = 3) -> pd.DataFrame:
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    from mlflow_numerai.dashboard_app.common import PAGES_DIR
+    from mlflow_numerai.dashboard.app.common import PAGES_DIR
 
     os.environ["MLFLOW_TRACKING_URI"] = uri
     app = str(REPO / "streamlit_app" / "app.py")
@@ -163,7 +163,7 @@ def main() -> None:
     fill(uri, args.runs, args.versions)
     print(f"filled {uri}: {args.runs} runs, {args.versions} model versions in {time.perf_counter() - started:.1f} s")
 
-    from mlflow_numerai.dashboard_app.common import PAGES
+    from mlflow_numerai.dashboard.app.common import PAGES
 
     times = render_times(uri, [file[:-3] for file, *_ in PAGES])
     times["speedup"] = times["cold_s"] / times["warm_s"]

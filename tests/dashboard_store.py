@@ -77,10 +77,12 @@ def _eval(client, run_id: str, rng: np.random.Generator, shift: float, logged: L
     d = np.random.default_rng(zlib.crc32(run_id.encode()))
     diag = pd.DataFrame({"era": per_era["era"], "corr": corr, "mmc": d.normal(shift / 3, 0.01, eras),
                          "bmc": d.normal(shift / 4, 0.01, eras), "cwmm": d.uniform(0.4, 0.6, eras),
-                         "corr_tb200": corr + d.normal(0, 0.01, eras), "fnc": corr / 2, "churn": d.uniform(0.05, 0.2, eras)})
+                         "corr_tb200": corr + d.normal(0, 0.01, eras), "fnc": corr / 2,
+                         "churn": d.uniform(0.05, 0.2, eras)})
     diag["payout"] = (0.5 * diag["corr"] + 2 * diag["mmc"]).clip(-0.05, 0.05)
     _log_csv(client, run_id, diag, "numerai_eval/per_era_diagnostics.csv")
-    for name, col in (("mmc_mean", "mmc"), ("bmc_mean", "bmc"), ("cwmm_mean", "cwmm"), ("numerai_corr_tb200_mean", "corr_tb200"),
+    for name, col in (("mmc_mean", "mmc"), ("bmc_mean", "bmc"), ("cwmm_mean", "cwmm"),
+                      ("numerai_corr_tb200_mean", "corr_tb200"),
                       ("fnc_mean", "fnc"), ("churn_mean", "churn"), ("payout_mean", "payout")):
         metrics[name] = float(diag[col].mean())
     for k, v in metrics.items():
@@ -209,7 +211,9 @@ def fill_contract_store(tracking_uri: str, *, eras: int = 12, n_members: int = 2
              "bnn/per_era.csv")
     client.set_terminated(run)
     js = pd.DataFrame(
-        [[abs(dists[a][0] - dists[b][0]) * 10 for b in PRIORS] for a in PRIORS], index=list(PRIORS), columns=list(PRIORS)
+        [[abs(dists[a][0] - dists[b][0]) * 10 for b in PRIORS] for a in PRIORS],
+        index=list(PRIORS),
+        columns=list(PRIORS),
     )
     _log_csv(client, study, js, "bnn/js_divergence.csv", index=True)
     client.set_terminated(study)
@@ -254,7 +258,8 @@ def fill_contract_store(tracking_uri: str, *, eras: int = 12, n_members: int = 2
         return run
 
     specs = [
-        ("numerai-baseline", logged.baseline, [("Running", None), ("Validating", None), ("Success", None)], "rows=120 ok\n", 0.0123),
+        ("numerai-baseline", logged.baseline, [("Running", None), ("Validating", None), ("Success", None)],
+         "rows=120 ok\n", 0.0123),
         ("numerai-baseline", logged.baseline, [("Running", None), ("Failed", "invalid_output:range")],
          "check range: 7 values above 1.0 (max 1.5)\n", None),
         ("numerai-bnn", logged.bnn["laplace"], [("Running", None), ("Error", "validator")], None, None),
@@ -300,7 +305,12 @@ def _invoke(command, args: list[str]) -> None:
         raise RuntimeError(f"{command.name} {args} exited {result.exit_code}:\n{result.output[-3000:]}")
 
 
-def fill_real_store(tracking_uri: str, data_dir: str | Path, *, families: tuple[str, ...] = ("baseline", "keras_stream", "varmax", "bnn_study")) -> RealRuns:
+def fill_real_store(
+    tracking_uri: str,
+    data_dir: str | Path,
+    *,
+    families: tuple[str, ...] = ("baseline", "keras_stream", "varmax", "bnn_study"),
+) -> RealRuns:
     """Runs `mlflow-numerai train <family>` at small size on `data_dir`, validates the baseline
     version in the sandbox (Success), registers and validates a broken predict (Failed), and
     promotes the good one: everything through the project's own commands and APIs."""
@@ -334,7 +344,8 @@ def fill_real_store(tracking_uri: str, data_dir: str | Path, *, families: tuple[
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     real = RealRuns()
-    for run in client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.`numerai.family` != ''"):
+    experiment_ids = [e.experiment_id for e in client.search_experiments()]
+    for run in client.search_runs(experiment_ids, "tags.`numerai.family` != ''"):
         real.runs.setdefault(run.data.tags["numerai.family"], []).append(run.info.run_id)
 
     live = Path(data_dir) / "live.parquet"
@@ -344,7 +355,8 @@ def fill_real_store(tracking_uri: str, data_dir: str | Path, *, families: tuple[
 
     # the same model declared for Numerai's Python 3.12 image: Failed, reason python_mismatch
     source = client.get_model_version("numerai-baseline", "1").source
-    mv = client.create_model_version("numerai-baseline", source, run_id=client.get_model_version("numerai-baseline", "1").run_id)
+    first_run_id = client.get_model_version("numerai-baseline", "1").run_id
+    mv = client.create_model_version("numerai-baseline", source, run_id=first_run_id)
     report = validate(f"models:/numerai-baseline/{mv.version}", live=live, python="3.12")
     real.versions[("numerai-baseline", int(mv.version))] = report.status
     real.failed = ("numerai-baseline", int(mv.version))

@@ -66,7 +66,8 @@ def test_cache_holds_the_parquet_rows_by_era(synthetic_dir, features, tmp_path):
     assert np.array_equal(cache.era_labels(), eras)
     assert cache.era_x(0).dtype == np.int8 and cache.era_x(0).flags.c_contiguous
     # every shard loads with numpy's own memory map too
-    assert np.load(cache.path / cache.manifest["eras"][0]["file"], mmap_mode="r").shape == (cache.counts[0], len(features))
+    shard = np.load(cache.path / cache.manifest["eras"][0]["file"], mmap_mode="r")
+    assert shard.shape == (cache.counts[0], len(features))
     total = len(pd.read_parquet(parquet, columns=TARGETS))
     assert cache.manifest["rows_dropped_nan_target"] == total - len(x) > 0  # the aux target has NaNs
 
@@ -124,7 +125,8 @@ def test_truncated_or_altered_shard_is_detected_and_rebuilt(tmp_path):
     (out / "manifest.json").write_text("{not json")
     with pytest.raises(CacheError, match="unreadable"):
         open_cache(out)
-    assert np.array_equal(cache_features(build_cache(parquet, out, ["feature_a", "feature_b"], ["target"], progress=False)), good)
+    rebuilt = build_cache(parquet, out, ["feature_a", "feature_b"], ["target"], progress=False)
+    assert np.array_equal(cache_features(rebuilt), good)
 
 
 def test_killed_build_leaves_nothing_read_as_valid(tmp_path):

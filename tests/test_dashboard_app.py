@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from mlflow_numerai.dashboard_app.common import PAGES, PAGES_DIR
+from mlflow_numerai.dashboard.app.common import PAGES, PAGES_DIR
 
 APP = Path(__file__).resolve().parents[1] / "streamlit_app" / "app.py"
 PAGE_NAMES = [file[:-3] for file, *_ in PAGES]
@@ -43,7 +43,9 @@ def chart_data(at: AppTest) -> list[list[pd.DataFrame]]:
     """The data sets of each chart on the page (Streamlit ships them as Arrow, not in the spec)."""
     from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 
-    return [[convert_arrow_bytes_to_pandas_df(d.data.data) for d in c.proto.datasets] for c in at.get("vega_lite_chart")]
+    return [
+        [convert_arrow_bytes_to_pandas_df(d.data.data) for d in c.proto.datasets] for c in at.get("vega_lite_chart")
+    ]
 
 
 def f4(x: float) -> str:
@@ -179,7 +181,8 @@ def test_compare_page_per_era_cumulative_and_metrics(store, monkeypatch):
     assert m[base.split(" · ")[1]] == f4(base_corr.mean())
     assert m[keras.split(" · ")[1]] == f4(keras_corr.mean())
     stats = at.table[0].value
-    assert stats["max_drawdown"].iloc[0] == pytest.approx(logged.metrics[logged.baseline]["numerai_corr_max_drawdown"], abs=5e-5)
+    drawdown = logged.metrics[logged.baseline]["numerai_corr_max_drawdown"]
+    assert stats["max_drawdown"].iloc[0] == pytest.approx(drawdown, abs=5e-5)
     logged_metrics = at.table[1].value
     assert logged_metrics.loc["numerai_corr_sharpe"].iloc[0] == pytest.approx(
         logged.metrics[logged.baseline]["numerai_corr_sharpe"], abs=5e-5
@@ -190,7 +193,9 @@ def test_compare_page_per_era_cumulative_and_metrics(store, monkeypatch):
 def test_compare_default_is_the_best_top_level_runs(store, monkeypatch):
     uri, logged = store
     at = open_page(uri, "compare", monkeypatch)
-    ranked = sorted(((m["numerai_corr_mean"], rid) for rid, m in logged.metrics.items() if "numerai_corr_mean" in m), reverse=True)
+    ranked = sorted(
+        ((m["numerai_corr_mean"], rid) for rid, m in logged.metrics.items() if "numerai_corr_mean" in m), reverse=True
+    )
     chosen = at.multiselect(key="cmp_runs").value
     assert [c.split("(")[-1][:6] for c in chosen] == [rid[:6] for _, rid in ranked[:3]]
 

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from mlflow_numerai import dashboard as d
+from mlflow_numerai.cli import dashboard as dashboard_cli
+from mlflow_numerai.dashboard import queries
 
 
 def _none(value):
@@ -25,12 +26,12 @@ def store(dashboard_store):
 
 @pytest.fixture(scope="module")
 def runs(store):
-    return d.runs_table(store[0])
+    return queries.runs_table(store[0])
 
 
 @pytest.fixture(scope="module")
 def versions(store):
-    return d.model_versions(store[0])
+    return queries.model_versions(store[0])
 
 
 def test_runs_table_lists_family_runs_with_their_metrics(store, runs):
@@ -48,10 +49,10 @@ def test_runs_table_lists_family_runs_with_their_metrics(store, runs):
 
 
 def test_runs_table_filters_families_and_rejects_unknown(store):
-    keras = d.runs_table(store[0], ["keras_stream"])
+    keras = queries.runs_table(store[0], ["keras_stream"])
     assert sorted(keras["run_id"]) == sorted(store[1].keras)
     with pytest.raises(ValueError, match="unknown families \\['kerass'\\]"):
-        d.runs_table(store[0], ["kerass"])
+        queries.runs_table(store[0], ["kerass"])
 
 
 def test_model_versions_states_aliases_and_metrics(store, versions):
@@ -64,7 +65,7 @@ def test_model_versions_states_aliases_and_metrics(store, versions):
         assert _none(row["upload_reason"]) == info["reason"]
         assert row["run_id"] == info["run_id"]
         assert _none(row["validation_run_id"]) == info["validation_run"]
-        assert row["color"] == d.STATE_COLORS.get(info["state"] or "", "gray")
+        assert row["color"] == queries.STATE_COLORS.get(info["state"] or "", "gray")
     assert by_key.loc[("numerai-baseline", 1), "aliases"] == "champion"
     assert by_key.loc[("numerai-baseline", 2), "aliases"] == ""
     assert by_key.loc[("numerai-baseline", 1), "validation_corr_mean"] == pytest.approx(0.0123)
@@ -77,7 +78,7 @@ def test_model_versions_states_aliases_and_metrics(store, versions):
 
 def test_upload_history_is_every_transition_in_order(store, versions):
     _, logged = store
-    history = d.upload_history(versions)
+    history = queries.upload_history(versions)
     for (name, version), info in logged.versions.items():
         own = history[(history["name"] == name) & (history["version"] == version)]
         assert list(own["state"]) == [h["state"] for h in info["history"]]
@@ -87,12 +88,12 @@ def test_upload_history_is_every_transition_in_order(store, versions):
 
 
 def test_state_counts(versions):
-    counts = d.state_counts(versions)
+    counts = queries.state_counts(versions)
     assert counts.to_dict() == {"Running": 1, "Success": 1, "Failed": 1, "Error": 1, "Not validated": 1}
 
 
 def test_promotion_audit_reads_the_registry_tags(store, versions):
-    audit = d.promotion_audit(store[0], versions)
+    audit = queries.promotion_audit(store[0], versions)
     promoted = audit[audit["event"] == "promoted"]
     assert len(promoted) == 1
     row = promoted.iloc[0]
@@ -104,14 +105,14 @@ def test_promotion_audit_reads_the_registry_tags(store, versions):
 def test_validation_log_is_found_and_read(store, versions):
     uri, _ = store
     run_id = versions.set_index(["name", "version"]).loc[("numerai-baseline", 2), "validation_run_id"]
-    assert d.find_log_artifacts(uri, run_id) == ["numerai_upload/child_live.log"]
-    assert "7 values above 1.0" in d.read_artifact_text(uri, run_id, "numerai_upload/child_live.log")
-    assert d.read_artifact_text(uri, run_id, "numerai_upload/nope.log") is None
+    assert queries.find_log_artifacts(uri, run_id) == ["numerai_upload/child_live.log"]
+    assert "7 values above 1.0" in queries.read_artifact_text(uri, run_id, "numerai_upload/child_live.log")
+    assert queries.read_artifact_text(uri, run_id, "numerai_upload/nope.log") is None
 
 
 def test_bnn_table_matches_logged_metrics(store, runs):
     _, logged = store
-    table = d.bnn_table(runs).set_index("prior")
+    table = queries.bnn_table(runs).set_index("prior")
     assert sorted(table.index) == sorted([*logged.bnn, "baseline (MSE)"])
     for prior, run_id in logged.bnn.items():
         for key, value in logged.metrics[run_id].items():
@@ -121,35 +122,35 @@ def test_bnn_table_matches_logged_metrics(store, runs):
         assert table.loc[prior, "model"] == f"{prior}/128-64-64"
     # the study's baseline has no members: nothing to beat
     assert table.loc["baseline (MSE)", "ensemble_beats_members"] is None
-    assert d.bnn_table(runs[runs["family"] == "varmax"]).empty
+    assert queries.bnn_table(runs[runs["family"] == "varmax"]).empty
 
 
 def test_bnn_artifacts_round_trip(store):
     uri, logged = store
     run_id = logged.bnn["normal"]
-    pd.testing.assert_frame_equal(d.bnn_members(uri, run_id), logged.members[run_id])  # `sample` index dropped
-    per_era = d.bnn_per_era(uri, run_id)
+    pd.testing.assert_frame_equal(queries.bnn_members(uri, run_id), logged.members[run_id])  # `sample` index dropped
+    per_era = queries.bnn_per_era(uri, run_id)
     assert per_era["burn"].dtype == bool
     assert list(per_era["burn"]) == list(logged.bnn_per_era[run_id]["burn"])
     assert list(per_era["era"]) == list(logged.bnn_per_era[run_id]["era"])  # zero-padded strings kept
-    roc = d.bnn_roc(uri, run_id)
+    roc = queries.bnn_roc(uri, run_id)
     assert list(roc.columns) == ["fpr", "tpr"] and len(roc) == 6
-    js = d.js_divergence(uri, logged.study)
+    js = queries.js_divergence(uri, logged.study)
     pd.testing.assert_frame_equal(js, logged.js, check_names=False)
-    long = d.js_long(js)
+    long = queries.js_long(js)
     assert len(long) == 9
     assert long.set_index(["model_a", "model_b"]).loc[("uniform", "laplace"), "js"] == pytest.approx(
         logged.js.loc["uniform", "laplace"]
     )
     # a run without the artifact gives an empty frame, not an error
-    assert d.bnn_members(uri, logged.baseline).empty
-    assert d.js_divergence(uri, logged.baseline).empty
+    assert queries.bnn_members(uri, logged.baseline).empty
+    assert queries.js_divergence(uri, logged.baseline).empty
 
 
 def test_training_history_and_summary(store):
     uri, logged = store
-    history = d.metric_history(uri, logged.keras)
-    summary = d.training_summary(history).set_index("run_id")
+    history = queries.metric_history(uri, logged.keras)
+    summary = queries.training_summary(history).set_index("run_id")
     for run_id, hist in logged.keras_history.items():
         own = history[(history["run_id"] == run_id) & (history["key"] == "loss")].sort_values("step")
         assert list(own["value"]) == pytest.approx(hist["loss"])
@@ -163,54 +164,54 @@ def test_training_history_and_summary(store):
 
 def test_varmax_forecast_order_search_and_coverage(store):
     uri, logged = store
-    fc = d.varmax_forecast(uri, logged.varmax)
+    fc = queries.varmax_forecast(uri, logged.varmax)
     assert sorted(fc["variable"].unique()) == ["realcons", "realgdp"]
     gdp = fc[fc["variable"] == "realgdp"]
     assert list(gdp["actual"]) == pytest.approx(list(logged.forecast["realgdp_actual"]))
     assert list(gdp["period"]) == list(logged.forecast["period"])
-    cov = d.forecast_coverage(fc).set_index("variable")
+    cov = queries.forecast_coverage(fc).set_index("variable")
     w = logged.forecast
     rmse = np.sqrt(((w["realgdp_actual"] - w["realgdp_forecast"]) ** 2).mean())
     inside = ((w["realgdp_actual"] >= w["realgdp_lower"]) & (w["realgdp_actual"] <= w["realgdp_upper"])).mean()
     assert cov.loc["realgdp", "rmse"] == pytest.approx(rmse)
     assert cov.loc["realgdp", "coverage"] == pytest.approx(inside)
-    pd.testing.assert_frame_equal(d.varmax_order_search(uri, logged.varmax), logged.order_search)
+    pd.testing.assert_frame_equal(queries.varmax_order_search(uri, logged.varmax), logged.order_search)
 
 
 def test_tidy_forecast_reads_prefix_layout_and_rejects_unknown_columns():
     wide = pd.DataFrame({"period": ["a", "b"], "forecast_x": [1.0, 2.0], "actual_x": [1.5, 2.5]})
-    tidy = d.tidy_forecast(wide)
+    tidy = queries.tidy_forecast(wide)
     assert list(tidy["forecast"]) == [1.0, 2.0] and tidy["lower"].isna().all()
     with pytest.raises(ValueError, match="no '<variable>_<kind>' columns"):
-        d.tidy_forecast(pd.DataFrame({"period": ["a"], "value": [1.0]}))
+        queries.tidy_forecast(pd.DataFrame({"period": ["a"], "value": [1.0]}))
 
 
 def test_per_era_corr_and_stats_match_the_logged_evaluation(store):
     uri, logged = store
-    per_era = d.per_era_corr(uri, [logged.baseline, logged.bnn["uniform"]])
+    per_era = queries.per_era_corr(uri, [logged.baseline, logged.bnn["uniform"]])
     base = per_era[per_era["run_id"] == logged.baseline]
     assert list(base["corr"]) == pytest.approx(list(logged.per_era[logged.baseline]["target"]))
     assert list(base["cumulative_corr"]) == pytest.approx(list(np.cumsum(logged.per_era[logged.baseline]["target"])))
     # a BNN run without the evaluator's table falls back to its own per-era ensemble corr
     bnn = per_era[per_era["run_id"] == logged.bnn["uniform"]]
     assert list(bnn["corr"]) == pytest.approx(list(logged.bnn_per_era[logged.bnn["uniform"]]["ensemble_corr"]))
-    stats = d.era_stats(per_era).set_index("run_id")
+    stats = queries.era_stats(per_era).set_index("run_id")
     m = logged.metrics[logged.baseline]
     assert stats.loc[logged.baseline, "corr_mean"] == pytest.approx(m["numerai_corr_mean"])
     assert stats.loc[logged.baseline, "sharpe"] == pytest.approx(m["numerai_corr_sharpe"])
     assert stats.loc[logged.baseline, "max_drawdown"] == pytest.approx(m["numerai_corr_max_drawdown"])
-    assert d.per_era_corr(uri, [logged.varmax]).empty
+    assert queries.per_era_corr(uri, [logged.varmax]).empty
     # the study's baseline: per-era table without uncertainty
-    assert len(d.per_era_corr(uri, [logged.study_baseline])) == len(logged.per_era[logged.baseline])
+    assert len(queries.per_era_corr(uri, [logged.study_baseline])) == len(logged.per_era[logged.baseline])
 
 
 def test_study_runs_are_the_top_level_studies(store, runs):
-    assert list(d.study_runs(runs)["run_id"]) == [store[1].study]
+    assert list(queries.study_runs(runs)["run_id"]) == [store[1].study]
 
 
 def test_compare_table_puts_runs_side_by_side(store, runs):
     _, logged = store
-    table = d.compare_table(runs, [logged.baseline, logged.keras[0]])
+    table = queries.compare_table(runs, [logged.baseline, logged.keras[0]])
     assert table.index[0] == "numerai_corr_mean"
     assert table.shape[1] == 2
     assert table.iloc[0, 0] == pytest.approx(logged.metrics[logged.baseline]["numerai_corr_mean"])
@@ -228,53 +229,61 @@ def _closed_port() -> int:
 
 def test_check_tracking_missing_sqlite_file_is_empty_and_not_created(tmp_path):
     db = tmp_path / "mlflow.db"
-    assert d.check_tracking(f"sqlite:///{db}") is False
+    assert queries.check_tracking(f"sqlite:///{db}") is False
     assert not db.exists()
 
 
 def test_check_tracking_errors_name_the_uri(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    with pytest.raises(d.TrackingUnavailable, match="directory .* does not exist"):
-        d.check_tracking(f"sqlite:///{tmp_path}/nope/mlflow.db")
+    with pytest.raises(queries.TrackingUnavailable, match="directory .* does not exist"):
+        queries.check_tracking(f"sqlite:///{tmp_path}/nope/mlflow.db")
     uri = f"http://127.0.0.1:{_closed_port()}"
-    with pytest.raises(d.TrackingUnavailable, match=f"cannot reach tracking store '{uri}'"):
-        d.check_tracking(uri)
+    with pytest.raises(queries.TrackingUnavailable, match=f"cannot reach tracking store '{uri}'"):
+        queries.check_tracking(uri)
     bad = tmp_path / "garbage.db"
     bad.write_bytes(b"this is not a sqlite database" * 100)
-    with pytest.raises(d.TrackingUnavailable, match="garbage.db"):
-        d.check_tracking(f"sqlite:///{bad}")
-    with pytest.raises(d.TrackingUnavailable, match="non-empty string"):
-        d.check_tracking("")
+    with pytest.raises(queries.TrackingUnavailable, match="garbage.db"):
+        queries.check_tracking(f"sqlite:///{bad}")
+    with pytest.raises(queries.TrackingUnavailable, match="non-empty string"):
+        queries.check_tracking("")
 
 
 def test_check_tracking_ok(store):
-    assert d.check_tracking(store[0]) is True
+    assert queries.check_tracking(store[0]) is True
 
 
 @pytest.mark.parametrize(
     "uri, expected",
-    [("sqlite:////abs/x.db", "/abs/x.db"), ("sqlite:///rel.db", "rel.db"), ("http://h:5000", None), ("sqlite:///:memory:", None)],
+    [
+        ("sqlite:////abs/x.db", "/abs/x.db"),
+        ("sqlite:///rel.db", "rel.db"),
+        ("http://h:5000", None),
+        ("sqlite:///:memory:", None),
+    ],
 )
 def test_sqlite_path(uri, expected):
-    got = d.sqlite_path(uri)
+    got = queries.sqlite_path(uri)
     assert (str(got) if got else None) == expected
 
 
 def test_parse_time_and_history_tolerate_bad_input():
-    assert d.parse_time("2026-01-02T03:04:05.123+00:00") == pd.Timestamp("2026-01-02 03:04:05.123", tz="UTC")
+    assert queries.parse_time("2026-01-02T03:04:05.123+00:00") == pd.Timestamp("2026-01-02 03:04:05.123", tz="UTC")
     epoch = pd.Timestamp(datetime.fromtimestamp(1_767_000_000, UTC))  # seconds, by the stdlib
-    assert d.parse_time(1_767_000_000) == epoch and d.parse_time("1767000000") == epoch
-    assert d.parse_time(1_767_000_000_250) == epoch + pd.Timedelta(milliseconds=250)  # milliseconds
-    assert pd.isna(d.parse_time("not a time")) and pd.isna(d.parse_time(None))
-    assert d.parse_history("{not json") == []
-    assert d.parse_history('{"state": "Success"}') == []
-    assert d.parse_history('[{"state": "Pending"}, 3, {"x": 1}]') == [{"state": "Pending"}]
+    assert queries.parse_time(1_767_000_000) == epoch and queries.parse_time("1767000000") == epoch
+    assert queries.parse_time(1_767_000_000_250) == epoch + pd.Timedelta(milliseconds=250)  # milliseconds
+    assert pd.isna(queries.parse_time("not a time")) and pd.isna(queries.parse_time(None))
+    assert queries.parse_history("{not json") == []
+    assert queries.parse_history('{"state": "Success"}') == []
+    assert queries.parse_history('[{"state": "Pending"}, 3, {"x": 1}]') == [{"state": "Pending"}]
 
 
 def test_format_gates():
-    raw = '[{"name": "upload_state", "value": "Success", "passed": true}, {"name": "min_corr", "value": 0.005, "threshold": 0.01, "passed": false}]'
-    assert d.format_gates(raw) == "upload_state Success ✓; min_corr 0.005 ≥ 0.01 ✗"
-    assert d.format_gates("oops") == "oops"
+    raw = (
+        '[{"name": "upload_state", "value": "Success", "passed": true}, '
+        '{"name": "min_corr", "value": 0.005, "threshold": 0.01, "passed": false}]'
+    )
+    assert queries.format_gates(raw) == "upload_state Success ✓; min_corr 0.005 ≥ 0.01 ✗"
+    assert queries.format_gates("oops") == "oops"
 
 
 # ---- the command --------------------------------------------------------------------------
@@ -282,14 +291,15 @@ def test_format_gates():
 
 def test_dashboard_command_runs_streamlit_on_the_packaged_app(monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr(d.subprocess, "call", lambda cmd, env: calls.append((cmd, env)) or 0)
+    monkeypatch.setattr(dashboard_cli.subprocess, "call", lambda cmd, env: calls.append((cmd, env)) or 0)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = f"sqlite:///{tmp_path / 'x.db'}"
-    result = CliRunner().invoke(d.dashboard_command, ["--tracking-uri", uri, "--port", "8611", "--headless"])
+    args = ["--tracking-uri", uri, "--port", "8611", "--headless"]
+    result = CliRunner().invoke(dashboard_cli.dashboard_command, args)
     assert result.exit_code == 0, result.output
     cmd, env = calls[0]
     assert cmd[:4] == [sys.executable, "-m", "streamlit", "run"]
-    assert cmd[4] == str(d.app_path()) and d.app_path().is_file()
+    assert cmd[4] == str(dashboard_cli.app_path()) and dashboard_cli.app_path().is_file()
     assert cmd[cmd.index("--server.port") + 1] == "8611"
     assert cmd[cmd.index("--server.headless") + 1] == "true"
     assert cmd[-2:] == ["--tracking-uri", uri]
@@ -297,7 +307,7 @@ def test_dashboard_command_runs_streamlit_on_the_packaged_app(monkeypatch, tmp_p
 
 
 def test_dashboard_command_rejects_bad_port():
-    result = CliRunner().invoke(d.dashboard_command, ["--port", "70000"])
+    result = CliRunner().invoke(dashboard_cli.dashboard_command, ["--port", "70000"])
     assert result.exit_code == 2
     assert "--port" in result.output and "70000" in result.output
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from mlflow_numerai import dashboard as data
+from mlflow_numerai.dashboard import queries
 from tests.test_dashboard_app import chart_data, charts, f4, metrics, open_page
 
 
@@ -41,7 +41,8 @@ def test_diagnostics_page_tiles_curves_and_table(store, monkeypatch):
     pd.testing.assert_series_equal(corr_curve["cumulative"].reset_index(drop=True), diag["corr"].cumsum(),
                                    check_names=False, atol=1e-12)
     table = at.dataframe[0].value
-    assert list(table.index) == list(diag["era"]) and table["mmc"].iloc[0] == pytest.approx(diag["mmc"].iloc[0], abs=5e-5)
+    assert list(table.index) == list(diag["era"])
+    assert table["mmc"].iloc[0] == pytest.approx(diag["mmc"].iloc[0], abs=5e-5)
     assert at.get("download_button"), "no download of the per-era table"
 
 
@@ -49,7 +50,7 @@ def test_diagnostics_page_without_per_era_table_says_so(store, monkeypatch):
     uri, logged = store
     at = open_page(uri, "diagnostics", monkeypatch)
     at.selectbox(key="diag_model").select("numerai-bnn").run()
-    assert data.PER_ERA_DIAGNOSTICS_ARTIFACT in " ".join(c.value for c in at.caption)
+    assert queries.PER_ERA_DIAGNOSTICS_ARTIFACT in " ".join(c.value for c in at.caption)
 
 
 def test_compare_ranks_runs_by_any_diagnostic(store, monkeypatch):

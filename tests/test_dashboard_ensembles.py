@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from mlflow_numerai import dashboard as data
-from mlflow_numerai.dashboard_app.common import PAGES_DIR
+from mlflow_numerai.dashboard import queries
+from mlflow_numerai.dashboard.app.common import PAGES_DIR
 
 APP = Path(__file__).resolve().parents[1] / "streamlit_app" / "app.py"
 
@@ -43,20 +43,20 @@ def ensemble_store(tmp_path_factory, synthetic_dir):
 
 def test_ensemble_data_functions_read_what_was_logged(ensemble_store):
     uri, built = ensemble_store
-    table = data.ensemble_table(data.runs_table(uri, ("ensemble",)))
+    table = queries.ensemble_table(queries.runs_table(uri, ("ensemble",)))
     assert list(table["run_id"]) == [built["run_id"]]
     row = table.iloc[0]
     assert row["name"] == "dash-blend" and row["objective"] == "sharpe" and row["n_members"] == "2"
     assert row["numerai_corr_mean"] == pytest.approx(built["side_by_side"].loc["ensemble", "numerai_corr_mean"])
-    weights = data.ensemble_weights(uri, built["run_id"])
+    weights = queries.ensemble_weights(uri, built["run_id"])
     assert dict(zip(weights["member"], weights["weight"])) == pytest.approx(built["weights"])
-    per_era = data.ensemble_per_era(uri, built["run_id"])
+    per_era = queries.ensemble_per_era(uri, built["run_id"])
     assert set(per_era["model"]) == {"dash-small/1", "dash-medium/1", "ensemble"}
     blend = per_era[per_era["model"] == "ensemble"]
     expected = built["per_era"]["ensemble"]
     assert blend["corr"].to_numpy() == pytest.approx(expected.to_numpy(), nan_ok=True)
     assert blend["cumulative"].iloc[-1] == pytest.approx(expected.fillna(0).sum())
-    corr = data.ensemble_member_corr(uri, built["run_id"])
+    corr = queries.ensemble_member_corr(uri, built["run_id"])
     pd.testing.assert_frame_equal(corr, built["member_corr"], check_names=False)
 
 
@@ -72,10 +72,11 @@ def test_ensembles_page_shows_blend_weights_per_era_and_member_corr(ensemble_sto
     assert shown["Best member corr"] == f"{side.drop(index='ensemble')['numerai_corr_mean'].max():.4f}"
     frames = [d.value for d in at.dataframe]
     side_shown = next(f for f in frames if "ensemble" in f.index)
-    assert side_shown.loc["dash-small/1", "numerai_corr_mean"] == pytest.approx(side.loc["dash-small/1", "numerai_corr_mean"], abs=5e-5)
+    expected = side.loc["dash-small/1", "numerai_corr_mean"]
+    assert side_shown.loc["dash-small/1", "numerai_corr_mean"] == pytest.approx(expected, abs=5e-5)
     specs = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
     titles = {s.get("title") if isinstance(s.get("title"), str) else (s.get("title") or {}).get("text") for s in specs}
     assert {"members vs blend, per era", "weights"} <= titles
     assert any(s.get("layer", [{}])[0].get("mark", {}).get("type") == "rect" for s in specs)  # member corr heatmap
     # no Bayesian NN in this store: the page still says how to make one, below the ensembles
-    assert at.code[0].value == data.CREATE_COMMANDS["bayes_nn"]
+    assert at.code[0].value == queries.CREATE_COMMANDS["bayes_nn"]

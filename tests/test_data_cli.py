@@ -8,8 +8,8 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
+from mlflow_numerai.cli import data as data_cli
 from mlflow_numerai.cli import main
-from mlflow_numerai.data import cli as data_cli
 from mlflow_numerai.data.io import DataError, data_version, read_split
 from mlflow_numerai.data.numerai import REQUIRED_FILES, DownloadError, download_numerai
 

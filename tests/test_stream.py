@@ -216,7 +216,9 @@ def test_keras_fit_reads_each_epoch_in_one_pass(coded, monkeypatch):
 
     reads = []
     epoch = BatchStream.epoch
-    monkeypatch.setattr(BatchStream, "epoch", lambda self, e=0, start=0: reads.append((e, start)) or epoch(self, e, start))
+    monkeypatch.setattr(
+        BatchStream, "epoch", lambda self, e=0, start=0: reads.append((e, start)) or epoch(self, e, start)
+    )
     stream = BatchStream(coded, 200, window=400, seed=9)
     model = keras.Sequential([keras.Input((N_DIGITS,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from mlflow_numerai.data import synthetic
+from mlflow_numerai.data import synthetic, synthetic_layout
 from mlflow_numerai.data.io import DataError, data_version, feature_columns, load_feature_metadata, read_split
 from mlflow_numerai.data.synthetic import (
     AUX_TARGETS,
@@ -147,7 +147,7 @@ def test_same_seed_gives_byte_identical_files(tmp_path):
 def test_batching_into_row_groups_does_not_change_data(tmp_path, monkeypatch):
     one = generate_synthetic(tmp_path / "one", seed=1, **TINY)
     assert pq.ParquetFile(one / "train.parquet").metadata.num_row_groups == 1
-    monkeypatch.setattr(synthetic, "ROW_GROUP_BYTES", 1)  # one era per row group
+    monkeypatch.setattr(synthetic_layout, "ROW_GROUP_BYTES", 1)  # one era per row group
     many = generate_synthetic(tmp_path / "many", seed=1, **TINY)
     assert pq.ParquetFile(many / "train.parquet").metadata.num_row_groups == 6
     pd.testing.assert_frame_equal(read_split(one, "train"), read_split(many, "train"))
@@ -210,7 +210,9 @@ def test_bad_parameters_are_named(tmp_path, bad, match):
 
 
 def test_smallest_set(tmp_path):
-    out = generate_synthetic(tmp_path / "s", eras_train=1, eras_validation=1, rows_per_era=20, n_features=5, progress=False)
+    out = generate_synthetic(
+        tmp_path / "s", eras_train=1, eras_validation=1, rows_per_era=20, n_features=5, progress=False
+    )
     assert len(read_split(out, "train")) == 20 and len(feature_columns(out, "small")) >= 3
 
 
@@ -332,7 +334,8 @@ def slow(plan, i):
         time.sleep(60)
     return real(plan, i)
 synthetic.generate_era = slow
-synthetic.generate_synthetic(sys.argv[1], eras_train=6, eras_validation=4, rows_per_era=50, n_features=12, progress=False)
+synthetic.generate_synthetic(sys.argv[1], eras_train=6, eras_validation=4, rows_per_era=50, n_features=12,
+                             progress=False)
 """
 
 

@@ -38,14 +38,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mlflow_numerai.data.io import DataError
+from mlflow_numerai.conventions import MIDDLE_BIN
+from mlflow_numerai.data.files import DataError, cache_root
 
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 MANIFEST = "manifest.json"
 TARGETS_FILE = "targets.npy"
-MIDDLE_BIN = 2
 PROBE_BYTES = 1 << 16  # bytes hashed at each end of a cache file
 FOOTER_BYTES = 1 << 16  # bytes of the parquet tail hashed into the source fingerprint
 BATCH_BYTES = 32 << 20  # feature bytes per parquet read batch during a build
@@ -330,7 +330,9 @@ def _write_cache(parquet: Path, tmp: Path, features: list[str], targets: list[st
         batch_rows = max(1, BATCH_BYTES // max(1, n_features))
         block = np.empty((batch_rows, n_features), dtype=np.int8)
         row0 = 0
-        with tqdm(total=len(keep), desc=f"cache {parquet.name}", unit="row", unit_scale=True, disable=not progress) as bar:
+        with tqdm(
+            total=len(keep), desc=f"cache {parquet.name}", unit="row", unit_scale=True, disable=not progress
+        ) as bar:
             for batch in _row_group_batches(pf, features, batch_rows):
                 n = len(batch)
                 view = block[:n]
@@ -438,8 +440,6 @@ def cache_dirs(data_dir: Path, features: list[str], targets: list[str], root: st
     """Cache directories of train and validation for one data dir and these columns, under
     `root` (default `<MLFLOW_NUMERAI_CACHE>/era_cache`); every family asking for the same
     columns shares them."""
-    from mlflow_numerai.data.io import cache_root
-
     base = Path(root).expanduser() if root else cache_root() / "era_cache"
     key = hashlib.sha256(repr((str(data_dir), list(features), list(targets))).encode()).hexdigest()[:16]
     return base / key / "train", base / key / "validation"

@@ -9,84 +9,40 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 
+from mlflow_numerai.data import synthetic
+from mlflow_numerai.data.files import DataError, atomic_directory, cache_root, remove_stale_temporaries
+
+# Re-exported: callers read these from `data.io` (the data directory's public face).
+__all__ = [
+    "DEFAULT_SYNTHETIC",
+    "SPLITS",
+    "DataError",
+    "atomic_directory",
+    "cache_root",
+    "data_version",
+    "feature_columns",
+    "load_feature_metadata",
+    "read_split",
+    "remove_stale_temporaries",
+    "resolve_data_dir",
+    "split_path",
+]
+
 SPLITS = ("train", "validation", "live")
 DEFAULT_SYNTHETIC = "synthetic"  # a data-dir spec meaning "the default synthetic set, made on demand"
-
-
-class DataError(ValueError):
-    """A data directory, file or column is missing or malformed."""
-
-
-@contextmanager
-def atomic_directory(out: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling directory of `out`; on success it is renamed to `out`.
-
-    On an exception the temporary directory is removed and `out` is left untouched. An existing
-    non-empty `out` raises DataError unless `overwrite`, in which case it is replaced at the end.
-    """
-    out = Path(out).expanduser().absolute()
-    if out.exists():
-        if not out.is_dir():
-            raise DataError(f"output path {str(out)!r} exists and is not a directory")
-        if any(out.iterdir()) and not overwrite:
-            raise DataError(f"output directory {str(out)!r} exists and is not empty (use --overwrite to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
-    try:
-        os.chmod(tmp, 0o755)
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old)  # `old` is an empty directory, so rename may replace it
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def remove_stale_temporaries(out: str | os.PathLike) -> list[Path]:
-    """Remove temporary siblings of `out` left by killed writers (their process is gone)."""
-    import psutil
-
-    out = Path(out).expanduser().absolute()
-    removed = []
-    if not out.parent.is_dir():
-        return removed
-    prefix = f".{out.name}.tmp-"
-    for path in out.parent.iterdir():
-        pid = path.name[len(prefix) :].split("-", 1)[0]
-        if path.name.startswith(prefix) and pid.isdigit() and not psutil.pid_exists(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    return removed
-
-
-def cache_root() -> Path:
-    """Where generated data and caches go unless told otherwise (`MLFLOW_NUMERAI_CACHE`)."""
-    return Path(os.environ.get("MLFLOW_NUMERAI_CACHE", Path.home() / ".cache" / "mlflow_numerai"))
 
 
 def resolve_data_dir(spec: str | os.PathLike) -> Path:
     """A data directory from a user's spec: a path, or "synthetic" for the default synthetic set
     (generated once into the cache root and reused)."""
     if str(spec) == DEFAULT_SYNTHETIC:
-        from mlflow_numerai.data.synthetic import SyntheticParams, generate_synthetic
-
         out = cache_root() / "synthetic-default"
-        if data_version(out) != SyntheticParams().data_version:  # missing, or an older generator
-            generate_synthetic(out, overwrite=True)
+        if data_version(out) != synthetic.SyntheticParams().data_version:  # missing, or an older generator
+            synthetic.generate_synthetic(out, overwrite=True)
         return out
     path = Path(spec).expanduser().resolve()
     if not path.is_dir():

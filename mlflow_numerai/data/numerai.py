@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any, Protocol
 
-from mlflow_numerai.data.io import DataError, atomic_directory
+from mlflow_numerai.data.files import DataError, atomic_directory
 
 REQUIRED_FILES = ("train.parquet", "validation.parquet", "live.parquet", "features.json")
 # Downloaded when the version has them (older versions name their benchmark files differently).

@@ -217,7 +217,9 @@ class EpochIterator(Iterator):
         self._targets = stream.cache.targets_array()
         self._offsets = stream.cache.offsets
         self._threads = [
-            threading.Thread(target=self._produce, args=(i, start + i, per_queue), daemon=True, name=f"batch-stream-{i}")
+            threading.Thread(
+                target=self._produce, args=(i, start + i, per_queue), daemon=True, name=f"batch-stream-{i}"
+            )
             for i in range(n_threads)
         ]
         for th in self._threads:
@@ -235,7 +237,8 @@ class EpochIterator(Iterator):
     def _produce(self, thread: int, first: int, per_queue: int) -> None:
         q = self._queues[thread]
         stride = len(self._queues)
-        buffers = _Buffers(self.stream.batch_size, self.stream.cache.n_features, len(self.stream.cache.targets), per_queue + 6)
+        cache = self.stream.cache
+        buffers = _Buffers(self.stream.batch_size, cache.n_features, len(cache.targets), per_queue + 6)
         try:
             for k in range(first, self.plan.steps, stride):
                 if self._stop.is_set():
@@ -312,7 +315,10 @@ class BatchStream:
         prefetch: int = 4,
         threads: int = 2,
     ):
-        for name, value, low in (("batch_size", batch_size, 1), ("window", window, 1), ("prefetch", prefetch, 1), ("threads", threads, 1)):
+        checks = (
+            ("batch_size", batch_size, 1), ("window", window, 1), ("prefetch", prefetch, 1), ("threads", threads, 1)
+        )
+        for name, value, low in checks:
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:

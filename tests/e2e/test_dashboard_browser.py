@@ -112,7 +112,8 @@ def _expected(logged) -> dict[str, list[str]]:
     return {
         "": ["Models & uploads", "numerai-baseline", "numerai-bnn", "numerai-keras", "Success", "Failed", "Error",
              "Running", "Not validated", "invalid_output:range", "@champion", "0.0123", "Promotion audit trail"],
-        "ensembles": ["Ensembles", "laplace/128-64-64", "normal/128-64-64", "uniform/128-64-64", "baseline (MSE)", _f4(laplace["ensemble_corr_mean"]),
+        "ensembles": ["Ensembles", "laplace/128-64-64", "normal/128-64-64", "uniform/128-64-64", "baseline (MSE)",
+                      _f4(laplace["ensemble_corr_mean"]),
                       "Jensen-Shannon divergence"],
         "uncertainty": ["Uncertainty", "Best burn AUC", "0.625", "0.601", "0.468", "ROC curves"],
         "training": ["Training", "keras-a", "keras-b", _f4(best_keras), "Loader throughput"],
@@ -169,7 +170,9 @@ def test_diagnostics_page_in_the_browser(server, browser):
     browser.get(f"{url}/diagnostics")
     _wait_for_text(browser, _diagnostics_needles(logged), timeout=180)
     time.sleep(2.0)  # let Vega finish drawing
-    charts = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg')
+    charts = browser.find_elements(
+        By.CSS_SELECTOR, '[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg'
+    )
     assert len(charts) >= 2, "the cumulative and per-era charts are not drawn"
     shot = ARTIFACTS / "dashboard_diagnostics.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000

@@ -6,8 +6,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from mlflow_numerai import dashboard as data
-from mlflow_numerai.dashboard_app import common as ui
+from mlflow_numerai.dashboard import queries
+from mlflow_numerai.dashboard.app import common as ui
 
 st.title("Models & uploads")
 uri = ui.require_store()
@@ -16,7 +16,7 @@ if versions.empty:
     ui.empty_state("No registered model versions yet", "registry", uri)
     st.stop()
 
-counts = data.state_counts(versions)
+counts = queries.state_counts(versions)
 cols = st.columns(2 + len(counts))
 cols[0].metric("Registered models", versions["name"].nunique())
 cols[1].metric("Versions", len(versions))
@@ -33,13 +33,14 @@ for _, v in versions.iterrows():
     aliases = " ".join(f"`@{a}`" for a in v["aliases"].split(", ") if a) or "—"
     reason = f"`{v['upload_reason']}`" if ui.present(v["upload_reason"]) else "—"
     lines.append(
-        f"| **{v['name']}** | {v['version']} | {aliases} | {v['family'] if ui.present(v['family']) else '—'} | {ui.badge(v['upload_state'])} "
+        f"| **{v['name']}** | {v['version']} | {aliases} | {v['family'] if ui.present(v['family']) else '—'} "
+        f"| {ui.badge(v['upload_state'])} "
         f"| {reason} | {since} | {ui.fmt(v['validation_corr_mean'])} | {ui.fmt(v['numerai_corr_mean'])} |"
     )
 st.markdown("\n".join(lines))
 st.caption("Validation corr: the sandbox's diagnostics run; Eval corr: the `numerai` evaluator on the training run.")
 
-history = data.upload_history(versions)
+history = queries.upload_history(versions)
 if not history.empty:
     st.subheader("Upload state timeline")
     h = history.assign(model=history["name"] + " v" + history["version"].astype(str))

@@ -7,17 +7,17 @@ from __future__ import annotations
 import altair as alt
 import streamlit as st
 
-from mlflow_numerai import dashboard as data
-from mlflow_numerai.dashboard_app import common as ui
+from mlflow_numerai.dashboard import queries
+from mlflow_numerai.dashboard.app import common as ui
 
 st.title("Ensembles")
 uri = ui.require_store()
-from mlflow_numerai.dashboard_app.model_ensembles import render_model_ensembles  # noqa: E402
+from mlflow_numerai.dashboard.app.model_ensembles import render_model_ensembles  # noqa: E402
 
 render_model_ensembles(uri)
 st.subheader("Bayesian NN: posterior ensembles")
 runs = ui.family_runs(uri, ("bayes_nn", "bnn_study"), "bayes_nn", "No Bayesian-NN runs yet")
-table = data.bnn_table(runs)
+table = queries.bnn_table(runs)
 if table.empty:
     ui.empty_state("No Bayesian-NN run has logged its ensemble metrics yet", "bayes_nn", uri)
     st.stop()
@@ -41,7 +41,8 @@ row = bayesian[bayesian["run_id"] == options[label]].iloc[0]
 # One number per tile: "mean ± std" in a quarter-width tile was cut to "0.0167 ± 0.0...".
 c = st.columns(3)
 c[0].metric("Ensemble corr", ui.fmt(row["ensemble_corr_mean"]),
-            delta=ui.fmt(row["ensemble_corr_mean"] - row["member_corr_mean_mean"]), help="delta: versus the average member")
+            delta=ui.fmt(row["ensemble_corr_mean"] - row["member_corr_mean_mean"]),
+            help="delta: versus the average member")
 c[1].metric("Members corr (mean)", ui.fmt(row["member_corr_mean_mean"]), help="mean over the posterior samples")
 c[2].metric("Members corr (std)", ui.fmt(row["member_corr_mean_std"]), help="std over the posterior samples")
 c = st.columns(3)
@@ -52,7 +53,7 @@ c[2].metric("Members Sharpe (std)", ui.fmt(row["member_sharpe_std"], 3))
 
 members = ui.artifact_frame(uri, "bnn_members", row["run_id"])
 if members.empty:
-    st.caption(f"This run did not log `{data.BNN_MEMBERS_ARTIFACT}`.")
+    st.caption(f"This run did not log `{queries.BNN_MEMBERS_ARTIFACT}`.")
 else:
     st.caption(f"{len(members)} posterior samples; the red line is the ensemble (mean prediction).")
     hists = st.columns(2)
@@ -65,7 +66,7 @@ else:
         col.altair_chart((bars + rule).properties(height=260), width="stretch")
 
 st.subheader("Jensen-Shannon divergence between models")
-studies = data.study_runs(runs)
+studies = queries.study_runs(runs)
 matrix = None
 for study_id in studies["run_id"] if not studies.empty else []:
     matrix = ui.artifact_frame(uri, "js_divergence", study_id)
@@ -73,9 +74,9 @@ for study_id in studies["run_id"] if not studies.empty else []:
         st.caption(f"From study run `{study_id}` (normal approximations of each model's corr-mean distribution).")
         break
 if matrix is None or matrix.empty:
-    st.caption(f"No study has logged `{data.BNN_JS_ARTIFACT}` yet: `{data.CREATE_COMMANDS['bayes_nn']}`.")
+    st.caption(f"No study has logged `{queries.BNN_JS_ARTIFACT}` yet: `{queries.CREATE_COMMANDS['bayes_nn']}`.")
 else:
-    long = data.js_long(matrix)
+    long = queries.js_long(matrix)
     heat = alt.Chart(long).mark_rect().encode(
         x=alt.X("model_b:N", title=None, sort=list(matrix.columns)),
         y=alt.Y("model_a:N", title=None, sort=list(matrix.index)),

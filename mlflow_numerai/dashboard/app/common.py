@@ -1,6 +1,6 @@
 """What every dashboard page shares: the tracking URI, cached data calls, guards and badges.
 
-Rendering only: every number comes from `mlflow_numerai.dashboard`.
+Rendering only: every number comes from `mlflow_numerai.dashboard.queries`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from mlflow_numerai import dashboard as data
+from mlflow_numerai.dashboard import queries
+from mlflow_numerai.tracking import default_tracking_uri as sqlite_default
 
 TTL_SECONDS = 60
 PAGES_DIR = Path(__file__).resolve().parent / "pages"
@@ -43,8 +44,6 @@ def _uri_from_argv() -> str | None:
 
 def default_tracking_uri() -> str:
     """The same default as every command: --tracking-uri, MLFLOW_TRACKING_URI, sqlite:///<cwd>/mlflow.db."""
-    from mlflow_numerai.tracking import default_tracking_uri as sqlite_default
-
     return _uri_from_argv() or os.environ.get("MLFLOW_TRACKING_URI") or sqlite_default()
 
 
@@ -59,7 +58,11 @@ def run_app() -> None:
     ]
     nav = st.navigation(pages)
     with st.sidebar:
-        st.text_input("Tracking URI", key="tracking_uri", help="Any MLflow tracking URI: sqlite:///mlflow.db, http://host:5000, ...")
+        st.text_input(
+            "Tracking URI",
+            key="tracking_uri",
+            help="Any MLflow tracking URI: sqlite:///mlflow.db, http://host:5000, ...",
+        )
         if st.button("Refresh", icon=":material/refresh:", help=f"Data is cached for {TTL_SECONDS} s"):
             st.cache_data.clear()
     nav.run()
@@ -76,57 +79,57 @@ def tracking_uri() -> str:
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def check(uri: str) -> tuple[bool, str | None]:
     try:
-        return data.check_tracking(uri), None
-    except data.TrackingUnavailable as exc:
+        return queries.check_tracking(uri), None
+    except queries.TrackingUnavailable as exc:
         return False, str(exc)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner="Reading runs...")
 def runs(uri: str, families: tuple[str, ...] | None = None) -> pd.DataFrame:
-    return data.runs_table(uri, families)
+    return queries.runs_table(uri, families)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner="Reading the model registry...")
 def versions(uri: str) -> pd.DataFrame:
-    return data.model_versions(uri)
+    return queries.model_versions(uri)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def promotions(uri: str) -> pd.DataFrame:
-    return data.promotion_audit(uri, versions(uri))
+    return queries.promotion_audit(uri, versions(uri))
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def artifact_frame(uri: str, kind: str, run_id: str) -> pd.DataFrame:
     """One run's artifact table, by kind (the name of a `dashboard` reader function)."""
     readers = {
-        "diagnostics": data.per_era_diagnostics,
-        "bnn_members": data.bnn_members,
-        "bnn_per_era": data.bnn_per_era,
-        "bnn_roc": data.bnn_roc,
-        "js_divergence": data.js_divergence,
-        "varmax_forecast": data.varmax_forecast,
-        "varmax_order_search": data.varmax_order_search,
+        "diagnostics": queries.per_era_diagnostics,
+        "bnn_members": queries.bnn_members,
+        "bnn_per_era": queries.bnn_per_era,
+        "bnn_roc": queries.bnn_roc,
+        "js_divergence": queries.js_divergence,
+        "varmax_forecast": queries.varmax_forecast,
+        "varmax_order_search": queries.varmax_order_search,
     }
     return readers[kind](uri, run_id)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def metric_history(uri: str, run_ids: tuple[str, ...]) -> pd.DataFrame:
-    return data.metric_history(uri, run_ids)
+    return queries.metric_history(uri, run_ids)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def per_era(uri: str, run_ids: tuple[str, ...]) -> pd.DataFrame:
-    return data.per_era_corr(uri, run_ids)
+    return queries.per_era_corr(uri, run_ids)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def logs(uri: str, run_id: str) -> list[tuple[str, str]]:
     """(artifact path, text) of each log of a validation run."""
     out = []
-    for path in data.find_log_artifacts(uri, run_id):
-        text = data.read_artifact_text(uri, run_id, path)
+    for path in queries.find_log_artifacts(uri, run_id):
+        text = queries.read_artifact_text(uri, run_id, path)
         if text is not None:
             out.append((path, text))
     return out
@@ -153,7 +156,7 @@ def empty_state(what: str, kind: str, uri: str | None = None) -> None:
     """An info box saying what is missing and the command that creates it."""
     target = f" in `{uri}`" if uri else ""
     st.info(f"{what}{target}. Create it with:", icon=":material/info:")
-    st.code(data.CREATE_COMMANDS[kind], language="bash")
+    st.code(queries.CREATE_COMMANDS[kind], language="bash")
 
 
 def family_runs(uri: str, families: tuple[str, ...], kind: str, what: str) -> pd.DataFrame:
@@ -179,11 +182,11 @@ def badge(state: str | None) -> str:
     """Markdown for a coloured upload-state badge."""
     if not present(state):
         return ":gray-badge[Not validated]"
-    return f":{data.STATE_COLORS.get(state, 'gray')}-badge[{state}]"
+    return f":{queries.STATE_COLORS.get(state, 'gray')}-badge[{state}]"
 
 
 STATE_SCALE = alt.Scale(
-    domain=list(data.UPLOAD_STATES),
+    domain=list(queries.UPLOAD_STATES),
     range=["#9e9e9e", "#1e88e5", "#42a5f5", "#2e7d32", "#c62828", "#ef6c00"],
 )
 
@@ -200,7 +203,7 @@ def fmt(value: object, digits: int = 4) -> str:
 
 def run_options(df: pd.DataFrame) -> dict[str, str]:
     """Selectbox labels -> run ids, newest first."""
-    labels = data.run_label(df)
+    labels = queries.run_label(df)
     return dict(zip(labels, df["run_id"]))
 
 

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import click
 
-from mlflow_numerai.data.io import DataError
+from mlflow_numerai.data.io import DataError, data_version
+from mlflow_numerai.data.numerai import DownloadError, default_client, download_numerai
+from mlflow_numerai.data.synthetic import generate_synthetic
 
 
 class CliUsageError(click.ClickException):
@@ -72,8 +74,6 @@ def synth(
     progress: bool,
 ) -> None:
     """Write a synthetic Numerai data set (v5 layout) with planted signal and burn eras."""
-    from mlflow_numerai.data.synthetic import generate_synthetic
-
     try:
         path = generate_synthetic(
             out,
@@ -88,8 +88,6 @@ def synth(
         )
     except DataError as exc:
         raise CliUsageError(_option_names(str(exc))) from None
-    from mlflow_numerai.data.io import data_version
-
     click.echo(f"wrote {path} ({data_version(path)})")
 
 
@@ -100,8 +98,6 @@ def synth(
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def download(version: str, out: Path, overwrite: bool, progress: bool) -> None:
     """Download the real Numerai data through numerapi (needs internet)."""
-    from mlflow_numerai.data.numerai import DownloadError, download_numerai
-
     try:
         path = download_numerai(version, out, overwrite=overwrite, progress=progress, client=_client())
     except (DownloadError, ConnectionError) as exc:
@@ -113,8 +109,6 @@ def download(version: str, out: Path, overwrite: bool, progress: bool) -> None:
 
 def _client():
     """The numerapi client (a seam for tests, which replace it with a fake)."""
-    from mlflow_numerai.data.numerai import default_client
-
     try:
         return default_client()
     except DataError as exc:

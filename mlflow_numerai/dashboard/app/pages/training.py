@@ -5,8 +5,8 @@ from __future__ import annotations
 import altair as alt
 import streamlit as st
 
-from mlflow_numerai import dashboard as data
-from mlflow_numerai.dashboard_app import common as ui
+from mlflow_numerai.dashboard import queries
+from mlflow_numerai.dashboard.app import common as ui
 
 st.title("Training")
 uri = ui.require_store()
@@ -25,13 +25,15 @@ if history.empty:
 label_of = {v: k for k, v in options.items()}
 history = history.assign(run=history["run_id"].map(label_of))
 
-summary = data.training_summary(history)
+summary = queries.training_summary(history)
 summary.insert(0, "run", summary["run_id"].map(label_of))
 best = summary.sort_values("best_val_corr_mean", ascending=False, na_position="last").iloc[0]
 c = st.columns(3)
-c[0].metric("Best val corr", ui.fmt(best["best_val_corr_mean"]), help="best epoch's per-era validation corr over the chosen runs")
+c[0].metric("Best val corr", ui.fmt(best["best_val_corr_mean"]),
+            help="best epoch's per-era validation corr over the chosen runs")
 c[1].metric("Best run", f"{best['run']} @ epoch {best['best_epoch']}")
-c[2].metric("Loader throughput (rows/s)", f"{summary['mean_rows_per_sec'].max():,.0f}" if summary["mean_rows_per_sec"].notna().any() else "—",
+throughput = summary["mean_rows_per_sec"]
+c[2].metric("Loader throughput (rows/s)", f"{throughput.max():,.0f}" if throughput.notna().any() else "—",
             help="fastest run's mean over its epochs")
 st.table(ui.rounded(summary.drop(columns=["run_id"]).set_index("run")))
 
@@ -48,7 +50,11 @@ def curve(keys: list[str], title: str):
 
 
 left, right = st.columns(2)
-for col, keys, title in ((left, ["loss", "val_loss"], "loss (MSE)"), (right, ["val_corr_mean", "val_corr_sharpe"], "validation per-era corr")):
+panels = (
+    (left, ["loss", "val_loss"], "loss (MSE)"),
+    (right, ["val_corr_mean", "val_corr_sharpe"], "validation per-era corr"),
+)
+for col, keys, title in panels:
     col.markdown(f"**{title}**")
     chart = curve(keys, title)
     if chart is None:

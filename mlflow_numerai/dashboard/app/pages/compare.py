@@ -5,8 +5,8 @@ from __future__ import annotations
 import altair as alt
 import streamlit as st
 
-from mlflow_numerai import dashboard as data
-from mlflow_numerai.dashboard_app import common as ui
+from mlflow_numerai.dashboard import queries
+from mlflow_numerai.dashboard.app import common as ui
 
 st.title("Compare")
 uri = ui.require_store()
@@ -15,18 +15,19 @@ if runs.empty:
     ui.empty_state("No training runs yet", "any", uri)
     st.stop()
 
-labels = [f"{fam} · {lab}" for fam, lab in zip(runs["family"], data.run_label(runs))]
+labels = [f"{fam} · {lab}" for fam, lab in zip(runs["family"], queries.run_label(runs))]
 options = dict(zip(labels, runs["run_id"]))
 families = sorted(runs["family"].dropna().unique())
 keep = st.multiselect("Families", families, default=families, key="cmp_families")
 choices = [lab for lab, fam in zip(labels, runs["family"]) if fam in keep]
 # Default: the three best top-level runs by the chosen diagnostic (the evaluator's corr mean first).
-sortable = [(label, key) for label, key, _ in data.DIAGNOSTIC_TILES if f"metrics.{key}" in runs]
+sortable = [(label, key) for label, key, _ in queries.DIAGNOSTIC_TILES if f"metrics.{key}" in runs]
 sort_label = st.selectbox("Rank runs by", [label for label, _ in sortable], key="cmp_sort") if sortable else None
 ranked = runs[runs["family"].isin(keep) & runs["parent_run_id"].isna()]
 if sort_label is not None:
     key = f"metrics.{dict(sortable)[sort_label]}"
-    ranked = ranked.dropna(subset=[key]).sort_values(key, ascending=dict(sortable)[sort_label] in data.LOWER_IS_BETTER)
+    ascending = dict(sortable)[sort_label] in queries.LOWER_IS_BETTER
+    ranked = ranked.dropna(subset=[key]).sort_values(key, ascending=ascending)
 label_of = dict(zip(runs["run_id"], labels))
 default = [label_of[r] for r in ranked["run_id"][:3]]
 picked = st.multiselect("Runs", choices, default=default, key="cmp_runs")
@@ -38,10 +39,10 @@ name_of = {options[p]: p.split(" · ", 1)[1] for p in picked}
 
 per_era = ui.per_era(uri, ids)
 if per_era.empty:
-    st.caption(f"None of the chosen runs logged `{data.PER_ERA_CORR_ARTIFACT}` (the `numerai` evaluator's output).")
+    st.caption(f"None of the chosen runs logged `{queries.PER_ERA_CORR_ARTIFACT}` (the `numerai` evaluator's output).")
 else:
     per_era = per_era.assign(run=per_era["run_id"].map(name_of))
-    stats = data.era_stats(per_era)
+    stats = queries.era_stats(per_era)
     stats.insert(0, "run", stats["run_id"].map(name_of))
     cols = st.columns(len(stats))
     for col, (_, s) in zip(cols, stats.iterrows()):
@@ -58,7 +59,8 @@ else:
     right.markdown("**Cumulative corr**")
     right.altair_chart(
         alt.Chart(per_era).mark_line().encode(
-            x=alt.X("era:N", title="era"), y=alt.Y("cumulative_corr:Q", title="cumulative corr"), color=alt.Color("run:N", title=None),
+            x=alt.X("era:N", title="era"), y=alt.Y("cumulative_corr:Q", title="cumulative corr"),
+            color=alt.Color("run:N", title=None),
             tooltip=["run", "era", alt.Tooltip("cumulative_corr:Q", format=".4f")],
         ).properties(height=320),
         width="stretch",
@@ -68,11 +70,11 @@ else:
 
 st.markdown("**Logged metrics**" + (f" (runs ranked by {sort_label})" if sort_label else ""))
 order = [r for r in ranked["run_id"] if r in ids] + [r for r in ids if r not in set(ranked["run_id"])]
-table = data.compare_table(runs, order)
+table = queries.compare_table(runs, order)
 st.table(ui.rounded(table.dropna(how="all")))
 
 # Studies: each trial's parameters against the objective.
-trials = data.study_trials(runs)
+trials = queries.study_trials(runs)
 if not trials.empty:
     st.markdown("**Studies: trial parameters vs objective**")
     name = st.selectbox("Study", sorted(trials["study"].unique()), key="cmp_study")

@@ -1,5 +1,5 @@
 """Streamlit entry of the dashboard: `streamlit run <this file> -- --tracking-uri URI`."""
 
-from mlflow_numerai.dashboard_app.common import run_app
+from mlflow_numerai.dashboard.app.common import run_app
 
 run_app()

@@ -1,6 +1,6 @@
 """The Ensembles page's section on model ensembles (`mlflow-numerai ensemble`): blends of
 registered models, each member against the blend per era, the weights and the members'
-correlation matrix. Rendering only: the numbers come from `mlflow_numerai.dashboard`."""
+correlation matrix. Rendering only: the numbers come from `mlflow_numerai.dashboard.queries`."""
 
 from __future__ import annotations
 
@@ -8,25 +8,25 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from mlflow_numerai import dashboard as data
-from mlflow_numerai.dashboard_app import common as ui
+from mlflow_numerai.dashboard import queries
+from mlflow_numerai.dashboard.app import common as ui
 
 BLEND = "ensemble"  # the blend's row/column name in the artifacts
 
 
 @st.cache_data(ttl=ui.TTL_SECONDS, show_spinner=False)
 def _artifact(uri: str, kind: str, run_id: str) -> pd.DataFrame:
-    readers = {"weights": data.ensemble_weights, "side_by_side": data.ensemble_side_by_side,
-               "per_era": data.ensemble_per_era, "member_corr": data.ensemble_member_corr}
+    readers = {"weights": queries.ensemble_weights, "side_by_side": queries.ensemble_side_by_side,
+               "per_era": queries.ensemble_per_era, "member_corr": queries.ensemble_member_corr}
     return readers[kind](uri, run_id)
 
 
 def render_model_ensembles(uri: str) -> None:
     """The section; only a caption when no ensemble was built yet."""
     st.subheader("Model ensembles: blends of registered models")
-    table = data.ensemble_table(ui.runs(uri, ("ensemble",)))
+    table = queries.ensemble_table(ui.runs(uri, ("ensemble",)))
     if table.empty:
-        st.caption(f"No model ensemble yet: `{data.CREATE_COMMANDS['ensemble']}`.")
+        st.caption(f"No model ensemble yet: `{queries.CREATE_COMMANDS['ensemble']}`.")
         return
     st.dataframe(ui.rounded(table.drop(columns=["run_id"]).set_index("run_name")), width="stretch")
     options = dict(zip(table["run_name"].astype(str) + " (" + table["run_id"].str[:6] + ")", table["run_id"]))
@@ -64,7 +64,7 @@ def render_model_ensembles(uri: str) -> None:
         right.altair_chart(bars.properties(height=320, title="weights"), width="stretch")
     matrix = _artifact(uri, "member_corr", run_id)
     if not matrix.empty:
-        long = data.js_long(matrix).rename(columns={"js": "corr"})
+        long = queries.js_long(matrix).rename(columns={"js": "corr"})
         heat = alt.Chart(long).mark_rect().encode(
             x=alt.X("model_b:N", title=None, sort=list(matrix.columns)),
             y=alt.Y("model_a:N", title=None, sort=list(matrix.index)),
