@@ -48,3 +48,12 @@ PREDICT_PKL = "predict.pkl"
 
 # ---------------------------------------------------------------------------- data
 MIDDLE_BIN = 2  # what a missing (NaN) feature value counts as, in the models and the scores
+
+# registry
+VALIDATION_TARGET_TAG = "numerai.validation.target"  # on a validation run: the TARGET validated
+VALIDATION_MODEL_NAME_TAG = "numerai.validation.model_name"  # on a validation run: the registered model
+VALIDATION_MODEL_VERSION_TAG = "numerai.validation.model_version"
+DEPLOYMENT_TAG_PREFIX = "numerai.deployment."  # registered-model tag numerai.deployment.<name>: a deployment
+UPLOAD_ID_TAG = "numerai.upload.id"  # on a model version: Numerai's id of its numerapi upload
+PACKAGE_VERSION_TAG = "mlflow_numerai.version"  # run tags of the run context provider
+PYTHON_TAG = "mlflow_numerai.python"
