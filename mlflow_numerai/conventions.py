@@ -54,3 +54,12 @@ EVAL_DIR = "numerai_eval"
 PER_ERA_CORR_FILE = "per_era_corr.csv"  # index era, one column per target
 PER_ERA_DIAGNOSTICS_FILE = "per_era_diagnostics.csv"  # index era, one column per diagnostic
 EVAL_PREDICTIONS_FILE = "predictions.parquet"  # the evaluated predictions (churn of the next version)
+
+# registry
+VALIDATION_TARGET_TAG = "numerai.validation.target"  # on a validation run: the TARGET validated
+VALIDATION_MODEL_NAME_TAG = "numerai.validation.model_name"  # on a validation run: the registered model
+VALIDATION_MODEL_VERSION_TAG = "numerai.validation.model_version"
+DEPLOYMENT_TAG_PREFIX = "numerai.deployment."  # registered-model tag numerai.deployment.<name>: a deployment
+UPLOAD_ID_TAG = "numerai.upload.id"  # on a model version: Numerai's id of its numerapi upload
+PACKAGE_VERSION_TAG = "mlflow_numerai.version"  # run tags of the run context provider
+PYTHON_TAG = "mlflow_numerai.python"

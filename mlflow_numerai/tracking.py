@@ -1,4 +1,9 @@
-"""Tracking defaults shared by the CLI, the entry points and the dashboard."""
+"""Tracking defaults shared by the CLI, the entry points, the upload flow and the dashboard.
+
+Owns which tracking/registry store is used (`ensure_tracking_uri`: a given URI, else
+`MLFLOW_TRACKING_URI`, else `sqlite:///<cwd>/mlflow.db`), opening a SQLite store safely from many
+processes at once, and where a new experiment's artifacts go. Imports nothing of the package.
+"""
 
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ fake numerapi client (never the network), `run_local` and `target_help`."""
 from __future__ import annotations
 
 import json
+from typing import ClassVar
 
 import cloudpickle
 import numpy as np
@@ -13,7 +14,7 @@ from click.testing import CliRunner
 from mlflow.exceptions import MlflowException
 
 from mlflow_numerai.plugins import deployments as plugin
-from mlflow_numerai.upload_states import FAILED, SUCCESS
+from mlflow_numerai.registry.states import FAILED, SUCCESS
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,7 @@ def client(store, monkeypatch):
 class FakeNumerAPI:
     """Records calls; answers like numerapi 3 (name -> id mappings, an upload id)."""
 
-    calls: list = []
+    calls: ClassVar[list] = []
 
     def __init__(self, public_id, secret_key):
         self.keys = (public_id, secret_key)

@@ -19,9 +19,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlflow_numerai.upload_states import FAILED, SUCCESS
+from mlflow_numerai.conventions import IMAGE_ENV
+from mlflow_numerai.registry.states import FAILED, SUCCESS
 from mlflow_numerai.uploads import images
-from mlflow_numerai.uploads.validate import IMAGE_ENV, ValidationArgumentError, validate
+from mlflow_numerai.uploads.validate import ValidationArgumentError, validate
 
 THIS = f"{sys.version_info.major}.{sys.version_info.minor}"
 
@@ -301,7 +302,7 @@ def test_pyro_fails_naming_pyro_without_installing(tmp_path, live_path, monkeypa
 def test_cli_names_the_image(tmp_path, live_path, monkeypatch):
     from click.testing import CliRunner
 
-    from mlflow_numerai.uploads.cli import validate as validate_cli
+    from mlflow_numerai.cli.validate import validate as validate_cli
 
     pytest.importorskip("pyro")
     monkeypatch.setattr(images, "cache_dir", lambda: tmp_path / "images")

@@ -11,19 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from mlflow_numerai import registry
-from mlflow_numerai.registry import (
-    HISTORY_TAG,
-    REASON_TAG,
-    STATE_TAG,
-    VALIDATION_RUN_TAG,
-    PromotionError,
-    RegistryError,
-    RegistryRecorder,
-    promote,
-    promote_command,
-    upload_state,
-)
-from mlflow_numerai.upload_states import (
+from mlflow_numerai.cli.promote import promote_command
+from mlflow_numerai.conventions import UPLOAD_HISTORY_TAG, UPLOAD_REASON_TAG, UPLOAD_STATE_TAG, VALIDATION_RUN_TAG
+from mlflow_numerai.registry import PromotionError, RegistryError, RegistryRecorder, promote, upload_state
+from mlflow_numerai.registry.states import (
     ERROR,
     FAILED,
     PENDING,
@@ -162,7 +153,7 @@ def test_state_flip_between_check_and_move_is_rolled_back(client, monkeypatch, u
         if str(version) == v2:
             # the tag write of a concurrent validation lands right before the move (bypassing
             # the recorder's own alias guard, which would run before the alias exists)
-            self.set_model_version_tag(name, v2, STATE_TAG, FAILED)
+            self.set_model_version_tag(name, v2, UPLOAD_STATE_TAG, FAILED)
         return original(name, alias, version)
 
     from mlflow import MlflowClient
@@ -189,47 +180,51 @@ def test_racing_promotions_never_leave_alias_on_failed_version(client, uniq):
     """Threads promote v1 (good) and v2 while another thread fails v2: whatever the interleaving,
     the alias ends on a version whose latest state is Success."""
     for round_ in range(3):
-        name = f"{uniq}{round_}"
-        v1, v2 = _bare_versions(client, name, 2)
-        _mark(client, name, v1, SUCCESS)
-        _mark(client, name, v2, SUCCESS)
-        errors, promoted, refused = [], [], []
-        start = threading.Barrier(4)
+        _race_round(client, f"{uniq}{round_}")
 
-        def promoter(version):
-            start.wait()
-            for _ in range(3):
-                try:
-                    promoted.append(promote(name, version).version)
-                except PromotionError as exc:
-                    refused.append((version, str(exc)))
-                except Exception as exc:
-                    errors.append(exc)
 
-        def failer():
-            start.wait()
+def _race_round(client, name: str) -> None:
+    v1, v2 = _bare_versions(client, name, 2)
+    _mark(client, name, v1, SUCCESS)
+    _mark(client, name, v2, SUCCESS)
+    errors, promoted, refused = [], [], []
+    start = threading.Barrier(4)
+
+    def promoter(version):
+        start.wait()
+        for _ in range(3):
             try:
-                _mark(client, name, v2, FAILED, "oom")
+                promoted.append(promote(name, version).version)
+            except PromotionError as exc:
+                refused.append((version, str(exc)))
             except Exception as exc:
                 errors.append(exc)
 
-        threads = [threading.Thread(target=promoter, args=(v,)) for v in (v1, v2, v2)] + [threading.Thread(target=failer)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert errors == []
-        assert promoted.count(v1) == 3  # v1 stays Success: none of its promotions may be refused
-        model = client.get_registered_model(name)
-        holder = model.aliases.get("champion")
-        revoked = json.loads(model.tags.get("numerai.promotion.champion.revoked", "{}"))
-        # On v1; or gone only because a take-back from failed v2 found no Success holder to return
-        # it to (the registry has no compare-and-set: a racing move can make that record stale).
-        taken_back = revoked.get("version") == v2 or any(
-            v == v2 and "back on no version" in why for v, why in refused)
-        assert str(holder) == v1 or (holder is None and taken_back), (holder, revoked, refused)
-        assert upload_state(name, v1, client)["state"] == SUCCESS
-        assert upload_state(name, v2, client)["state"] == FAILED
+    def failer():
+        start.wait()
+        try:
+            _mark(client, name, v2, FAILED, "oom")
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=promoter, args=(v,)) for v in (v1, v2, v2)]
+    threads.append(threading.Thread(target=failer))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert promoted.count(v1) == 3  # v1 stays Success: none of its promotions may be refused
+    model = client.get_registered_model(name)
+    holder = model.aliases.get("champion")
+    revoked = json.loads(model.tags.get("numerai.promotion.champion.revoked", "{}"))
+    # On v1; or gone only because a take-back from failed v2 found no Success holder to return
+    # it to (the registry has no compare-and-set: a racing move can make that record stale).
+    taken_back = revoked.get("version") == v2 or any(
+        v == v2 and "back on no version" in why for v, why in refused)
+    assert str(holder) == v1 or (holder is None and taken_back), (holder, revoked, refused)
+    assert upload_state(name, v1, client)["state"] == SUCCESS
+    assert upload_state(name, v2, client)["state"] == FAILED
 
 
 def test_alias_row_changed_under_us_is_retried(client, uniq, monkeypatch):
@@ -307,8 +302,8 @@ def test_validating_a_version_records_states_and_a_linked_run(client, live_path,
     assert (report.status, report.reason) == (SUCCESS, None), report.message
     assert (report.model_name, report.model_version) == (uniq, "1")
     tags = client.get_model_version(uniq, "1").tags
-    assert tags[STATE_TAG] == SUCCESS and tags[REASON_TAG] == ""
-    history = json.loads(tags[HISTORY_TAG])
+    assert tags[UPLOAD_STATE_TAG] == SUCCESS and tags[UPLOAD_REASON_TAG] == ""
+    history = json.loads(tags[UPLOAD_HISTORY_TAG])
     assert [h["state"] for h in history] == [PENDING, RUNNING, VALIDATING, SUCCESS]
     assert [h["time"] for h in history] == sorted(h["time"] for h in history)
     run_id = tags[VALIDATION_RUN_TAG]
@@ -318,7 +313,8 @@ def test_validating_a_version_records_states_and_a_linked_run(client, live_path,
             "numerai_upload/child_live.log", "numerai_upload/predictions_live.csv"} <= files
     # a second validation, on an alias, appends to the history
     client.set_registered_model_alias(uniq, "candidate", "1")
-    again = validate(f"models:/{uniq}@candidate", live=live_path, python="3.10" if report.python["runtime"] != "3.10" else "3.12")
+    other = "3.10" if report.python["runtime"] != "3.10" else "3.12"
+    again = validate(f"models:/{uniq}@candidate", live=live_path, python=other)
     assert (again.status, again.reason) == (FAILED, "python_mismatch")
     state = upload_state(uniq, "1", client)
     assert [h["state"] for h in state["history"]] == [PENDING, RUNNING, VALIDATING, SUCCESS, PENDING, FAILED]
@@ -367,7 +363,7 @@ def test_validator_crash_records_error_never_a_stuck_state(client, live_path, mo
 
 
 def test_validate_cli_on_a_model_uri(client, live_path, uniq):
-    from mlflow_numerai.uploads.cli import validate as validate_cli
+    from mlflow_numerai.cli.validate import validate as validate_cli
 
     _register(uniq, _good_fn(), live_path)
     result = CliRunner().invoke(validate_cli, [f"models:/{uniq}/1", "--live", str(live_path), "--json"])

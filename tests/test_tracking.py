@@ -34,7 +34,8 @@ def test_cli_run_lands_in_cwd_store(tmp_path):
     """A command run with no URI set writes its run into `mlflow.db` where it was started."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     code = ("from mlflow_numerai.tracking import ensure_tracking_uri; import mlflow; ensure_tracking_uri(); "
-            "run = mlflow.start_run(); mlflow.log_param('marker', 'cwd-store'); mlflow.end_run(); print(run.info.run_id)")
+            "run = mlflow.start_run(); mlflow.log_param('marker', 'cwd-store'); mlflow.end_run(); "
+            "print(run.info.run_id)")
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, check=True, timeout=500,
                           capture_output=True, text=True)
     run_id = done.stdout.strip().splitlines()[-1]

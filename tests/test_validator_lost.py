@@ -16,18 +16,15 @@ import psutil
 import pytest
 
 from mlflow_numerai import registry
-from mlflow_numerai.registry import (
-    HISTORY_TAG,
-    HOLDER_TAG,
-    LOST_REASON,
-    REASON_TAG,
-    STATE_TAG,
-    PromotionError,
-    RegistryRecorder,
-    promote,
-    upload_state,
+from mlflow_numerai.conventions import (
+    LOST_GRACE_ENV,
+    UPLOAD_HISTORY_TAG,
+    UPLOAD_HOLDER_TAG,
+    UPLOAD_REASON_TAG,
+    UPLOAD_STATE_TAG,
 )
-from mlflow_numerai.upload_states import ERROR, PENDING, RUNNING, SUCCESS, UploadStateMachine
+from mlflow_numerai.registry import PromotionError, RegistryRecorder, promote, upload_state, versions
+from mlflow_numerai.registry.states import ERROR, LOST_REASON, PENDING, RUNNING, SUCCESS, UploadStateMachine
 
 
 @pytest.fixture(autouse=True)
@@ -124,13 +121,13 @@ def test_sigkilled_validator_is_lost_after_limit_and_grace(tracking_uri, live_pa
         # Wait for the events (Running recorded, the sandbox child started), bounded by a count of
         # polls, not by a timed assert.
         for _ in range(3000):
-            running = client.get_model_version("slow", "1").tags.get(STATE_TAG) == RUNNING
+            running = client.get_model_version("slow", "1").tags.get(UPLOAD_STATE_TAG) == RUNNING
             started_here = _descendants(proc.pid)
             if (running and any("child.py" in " ".join(_cmdline(c)) for c in started_here)) or proc.poll() is not None:
                 break
             time.sleep(0.1)
         assert proc.poll() is None, "the validator ended before it reached Running"
-        assert client.get_model_version("slow", "1").tags.get(STATE_TAG) == RUNNING
+        assert client.get_model_version("slow", "1").tags.get(UPLOAD_STATE_TAG) == RUNNING
         os.kill(proc.pid, signal.SIGKILL)  # only the validator this test started
         proc.wait()
     finally:
@@ -143,19 +140,19 @@ def test_sigkilled_validator_is_lost_after_limit_and_grace(tracking_uri, live_pa
             except psutil.NoSuchProcess:
                 pass
     tags = client.get_model_version("slow", "1").tags
-    holder = json.loads(tags[HOLDER_TAG])
+    holder = json.loads(tags[UPLOAD_HOLDER_TAG])
     assert holder["pid"] == proc.pid and holder["limit"] >= 20
     # within limit + grace: a slow validator, not a lost one
     assert upload_state("slow", "1", client)["state"] == RUNNING
-    monkeypatch.setattr(registry, "clock", lambda: holder["start"] + holder["limit"] + 29)
+    monkeypatch.setattr(versions, "clock", lambda: holder["start"] + holder["limit"] + 29)
     assert upload_state("slow", "1", client)["state"] == RUNNING
     # past limit + 30 s with the holder gone: promote refuses with validator_lost
-    monkeypatch.setattr(registry, "clock", lambda: holder["start"] + holder["limit"] + 31)
+    monkeypatch.setattr(versions, "clock", lambda: holder["start"] + holder["limit"] + 31)
     with pytest.raises(PromotionError, match=LOST_REASON):
         promote("slow", "1")
     tags = client.get_model_version("slow", "1").tags
-    assert (tags[STATE_TAG], tags[REASON_TAG]) == (ERROR, LOST_REASON)
-    history = json.loads(tags[HISTORY_TAG])
+    assert (tags[UPLOAD_STATE_TAG], tags[UPLOAD_REASON_TAG]) == (ERROR, LOST_REASON)
+    history = json.loads(tags[UPLOAD_HISTORY_TAG])
     assert [h["state"] for h in history] == [PENDING, RUNNING, ERROR] and len(_lost_entries(history)) == 1
     assert f"pid {proc.pid}" in history[-1]["message"]
     # written once: later readers find Error and write nothing
@@ -174,7 +171,7 @@ def test_a_live_holder_is_never_corrected(tracking_uri, monkeypatch):
     machine = UploadStateMachine(recorder)
     recorder.hold(registry.holder_record(5.0))  # this test's own process: alive
     machine.to(PENDING)
-    monkeypatch.setattr(registry, "clock", lambda: time.time() + 3600)
+    monkeypatch.setattr(versions, "clock", lambda: time.time() + 3600)
     assert upload_state("alive", "1", client)["state"] == PENDING
     assert registry.correct_lost("alive", "1", client) is False
 
@@ -184,13 +181,13 @@ def test_grace_is_configurable_and_a_lost_pending_is_corrected(tracking_uri, mon
 
     client = MlflowClient(tracking_uri)
     holder = _lost_version(client, "pend", start=time.time(), limit=10.0, state=PENDING)
-    monkeypatch.setattr(registry, "clock", lambda: holder["start"] + 12)
+    monkeypatch.setattr(versions, "clock", lambda: holder["start"] + 12)
     assert upload_state("pend", "1", client)["state"] == PENDING  # default grace 30 s
-    monkeypatch.setenv(registry.LOST_GRACE_ENV, "1")
+    monkeypatch.setenv(LOST_GRACE_ENV, "1")
     state = upload_state("pend", "1", client)
     assert (state["state"], state["reason"]) == (ERROR, LOST_REASON)
-    monkeypatch.setenv(registry.LOST_GRACE_ENV, "soon")
-    with pytest.raises(registry.RegistryError, match=registry.LOST_GRACE_ENV):
+    monkeypatch.setenv(LOST_GRACE_ENV, "soon")
+    with pytest.raises(registry.RegistryError, match=LOST_GRACE_ENV):
         registry.lost_grace()
 
 
@@ -205,7 +202,7 @@ def test_dashboard_and_deployments_see_the_correction(tracking_uri, monkeypatch)
     table = model_versions(tracking_uri)
     row = table[table["name"] == "dash"].iloc[0]
     assert (row["upload_state"], row["upload_reason"]) == (ERROR, LOST_REASON)
-    assert client.get_model_version("dash", "1").tags[STATE_TAG] == ERROR  # written, not only shown
+    assert client.get_model_version("dash", "1").tags[UPLOAD_STATE_TAG] == ERROR  # written, not only shown
 
     from mlflow_numerai.plugins.deployments import NumeraiDeploymentClient
 

@@ -22,8 +22,8 @@ from mlflow_numerai.errors import InputError
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("mlflow_numerai.cli.data:data", "Make synthetic Numerai data or download the real set."),
     "train": ("mlflow_numerai.entrypoints:train", "Train a model family and log it to MLflow."),
-    "validate": ("mlflow_numerai.uploads.cli:validate", "Run a predict.pkl in Numerai's sandbox limits."),
-    "promote": ("mlflow_numerai.registry:promote_command", "Move an alias to a validated model version."),
+    "validate": ("mlflow_numerai.cli.validate:validate", "Run a predict.pkl in Numerai's sandbox limits."),
+    "promote": ("mlflow_numerai.cli.promote:promote_command", "Move an alias to a validated model version."),
     "ensemble": ("mlflow_numerai.entrypoints.ensemble:ensemble", "Blend registered models into one predict.pkl model."),
     "dashboard": ("mlflow_numerai.cli.dashboard:dashboard_command", "Start the Streamlit dashboard."),
     "study": ("mlflow_numerai.entrypoints.study:study", "Hyper-parameter study on Optuna, shared by many workers."),

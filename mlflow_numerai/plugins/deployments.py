@@ -17,14 +17,24 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
 from mlflow.deployments import BaseDeploymentClient, PredictionsResponse
 from mlflow.exceptions import MlflowException
 
-DEPLOYMENT_TAG_PREFIX = "numerai.deployment."
-UPLOAD_ID_TAG = "numerai.upload.id"
+from mlflow_numerai.conventions import DEPLOYMENT_TAG_PREFIX, UPLOAD_ID_TAG
+from mlflow_numerai.packaging import download_predict_pkl
+from mlflow_numerai.registry import RegistryError, resolve_model_version, upload_state
+from mlflow_numerai.registry.states import SUCCESS, utc_now
+from mlflow_numerai.sandbox.runner import SandboxLimits, parse_memory, run_pickle
+from mlflow_numerai.tracking import ensure_tracking_uri
+from mlflow_numerai.uploads.validate import ValidationArgumentError, validate
+
 CONFIG_KEYS = {
     "upload": "true|false (default false): also upload predict.pkl to Numerai with numerapi when the state is Success",
     "numerai_model": "the model's name on Numerai (default: the deployment name)",
@@ -57,9 +67,6 @@ def target_help() -> str:
 
 def run_local(target, name, model_uri, flavor=None, config=None):
     """Run the upload flow locally on `model_uri` without recording a deployment; print the report."""
-    from mlflow_numerai.tracking import ensure_tracking_uri
-    from mlflow_numerai.uploads.validate import validate
-
     ensure_tracking_uri()
     options = _Options(config or {})
     report = validate(model_uri, **options.validate_kwargs(), log_run=False)
@@ -97,8 +104,6 @@ class _Options:
         self.upload = _bool(config.get("upload", False), "upload")
 
     def limits(self):
-        from mlflow_numerai.sandbox.runner import SandboxLimits, parse_memory
-
         try:
             return SandboxLimits(
                 cpus=int(self.config.get("cpus", 1)),
@@ -123,10 +128,6 @@ class NumeraiDeploymentClient(BaseDeploymentClient):
 
     def __init__(self, target_uri: str = "numerai"):
         super().__init__(target_uri)
-        from mlflow import MlflowClient
-
-        from mlflow_numerai.tracking import ensure_tracking_uri
-
         ensure_tracking_uri()
         self.client = MlflowClient()
 
@@ -149,8 +150,6 @@ class NumeraiDeploymentClient(BaseDeploymentClient):
                 return
 
     def _with_state(self, record: dict) -> dict:
-        from mlflow_numerai.registry import upload_state
-
         try:
             state = upload_state(record["model_name"], record["model_version"], self.client)
         except MlflowException:
@@ -164,24 +163,17 @@ class NumeraiDeploymentClient(BaseDeploymentClient):
 
     def _registered(self, name: str, model_uri: str) -> tuple[str, str]:
         """(model name, version) behind `model_uri`; other URIs are registered under `name`."""
-        from mlflow_numerai.registry import RegistryError, resolve_model_version
-
         try:
             resolved = resolve_model_version(model_uri, self.client)
         except RegistryError as exc:
             raise MlflowException(str(exc), error_code="RESOURCE_DOES_NOT_EXIST") from exc
         if resolved is not None:
             return resolved
-        import mlflow
-
         version = mlflow.register_model(model_uri, name)
         return version.name, str(version.version)
 
     # ------------------------------------------------------------------ the flow
     def _deploy(self, name: str, model_uri: str, config: dict | None, previous: dict | None) -> dict:
-        from mlflow_numerai.upload_states import SUCCESS, utc_now
-        from mlflow_numerai.uploads.validate import ValidationArgumentError, validate
-
         options = _Options(config or {})
         # Everything an upload needs is checked before any work: keys, model name, options.
         upload = _preflight(options, name) if options.upload else None
@@ -203,15 +195,14 @@ class NumeraiDeploymentClient(BaseDeploymentClient):
         return self._with_state(record)
 
     def _upload(self, record: dict, upload: dict) -> dict:
-        from mlflow_numerai.packaging import download_predict_pkl
-
         api = upload.pop("api")
         send = getattr(api, "model_upload", None) or api.upload_model
         with tempfile.TemporaryDirectory(prefix="numerai-upload-") as tmp:
             pkl = download_predict_pkl(f"models:/{record['model_name']}/{record['model_version']}", tmp)
             upload_id = send(str(pkl), model_id=upload["model_id"], data_version=upload["data_version"],
                              docker_image=upload["docker_image"])
-        self.client.set_model_version_tag(record["model_name"], record["model_version"], UPLOAD_ID_TAG, str(upload_id))
+        self.client.set_model_version_tag(record["model_name"], record["model_version"], UPLOAD_ID_TAG,
+                                          str(upload_id))
         return {"upload_id": str(upload_id), **upload}
 
     # ------------------------------------------------------------------ the API
@@ -220,7 +211,8 @@ class NumeraiDeploymentClient(BaseDeploymentClient):
             raise MlflowException(f"flavor {flavor!r} is not supported; the numerai target runs predict.pkl",
                                   error_code="INVALID_PARAMETER_VALUE")
         if self._find(name)[1] is not None:
-            raise MlflowException(f"deployment {name!r} already exists; use update", error_code="RESOURCE_ALREADY_EXISTS")
+            raise MlflowException(f"deployment {name!r} already exists; use update",
+                                  error_code="RESOURCE_ALREADY_EXISTS")
         return self._deploy(name, model_uri, config, None)
 
     def update_deployment(self, name, model_uri=None, flavor=None, config=None, endpoint=None):
@@ -251,11 +243,6 @@ class NumeraiDeploymentClient(BaseDeploymentClient):
 
     def predict(self, deployment_name=None, inputs=None, endpoint=None):
         """Run the deployment's predict.pkl on `inputs` (a DataFrame of live features) in the sandbox."""
-        import pandas as pd
-
-        from mlflow_numerai.packaging import download_predict_pkl
-        from mlflow_numerai.sandbox.runner import run_pickle
-
         record = self.get_deployment(deployment_name)
         if not isinstance(inputs, pd.DataFrame):
             try:
@@ -278,8 +265,6 @@ class NumeraiDeploymentClient(BaseDeploymentClient):
 
 def _preflight(options: _Options, deployment: str) -> dict:
     """Check an upload can happen (keys, the Numerai model, data version, image); its parameters."""
-    import sys
-
     api = make_numerapi_client(*_numerai_keys())
     numerai_model = options.config.get("numerai_model", deployment)
     models = api.get_models()

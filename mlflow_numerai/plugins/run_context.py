@@ -17,13 +17,15 @@ import sys
 
 from mlflow.tracking.context.abstract_context import RunContextProvider
 
-DATA_VERSION_ENV = "MLFLOW_NUMERAI_DATA_VERSION"
-FEATURE_SET_ENV = "MLFLOW_NUMERAI_FEATURE_SET"
-
-VERSION_TAG = "mlflow_numerai.version"
-PYTHON_TAG = "mlflow_numerai.python"
-DATA_VERSION_TAG = "numerai.data_version"
-FEATURE_SET_TAG = "numerai.feature_set"
+from mlflow_numerai import __version__
+from mlflow_numerai.conventions import (
+    DATA_VERSION_ENV,
+    DATA_VERSION_TAG,
+    FEATURE_SET_ENV,
+    FEATURE_SET_TAG,
+    PACKAGE_VERSION_TAG,
+    PYTHON_TAG,
+)
 
 
 def python_version() -> str:
@@ -42,9 +44,7 @@ def set_run_context(data_version: str | None = None, feature_set: str | None = N
 
 def context_tags() -> dict[str, str]:
     """The tags this provider sets on a new run, computed now."""
-    from mlflow_numerai import __version__
-
-    tags = {VERSION_TAG: __version__, PYTHON_TAG: python_version()}
+    tags = {PACKAGE_VERSION_TAG: __version__, PYTHON_TAG: python_version()}
     for env, tag in ((DATA_VERSION_ENV, DATA_VERSION_TAG), (FEATURE_SET_ENV, FEATURE_SET_TAG)):
         value = os.environ.get(env, "").strip()
         if value:

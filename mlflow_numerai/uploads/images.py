@@ -31,6 +31,8 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
+from mlflow_numerai.data.io import cache_root
+
 IMAGES = ("py3.10", "py3.11", "py3.12", "py3.13")
 PROVENANCE = {
     "repository": "numerai/numerai-predict",
@@ -64,8 +66,7 @@ class ImageError(RuntimeError):
 
 
 def cache_dir() -> Path:
-    from mlflow_numerai.data.io import cache_root
-
+    """Where the image environments live: `<MLFLOW_NUMERAI_CACHE>/images`."""
     return cache_root() / "images"
 
 
@@ -214,7 +215,8 @@ def find_interpreter(python: str) -> str:
     saying how to get it otherwise."""
     candidates = [shutil.which(f"python{python}")]
     root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
-    candidates += sorted(glob.glob(os.path.join(root, "versions", f"{python}.*", "bin", f"python{python}")), reverse=True)
+    pattern = os.path.join(root, "versions", f"{python}.*", "bin", f"python{python}")
+    candidates += sorted(glob.glob(pattern), reverse=True)
     for candidate in candidates:
         if candidate and _version_of(candidate) == python:
             return os.path.realpath(candidate)
@@ -375,4 +377,5 @@ class ImageEnv:
         except OSError as exc:
             raise ImageError(f"cannot run {cmd[0]}: {exc}") from exc
         if out.returncode != 0:
-            raise ImageError(f"{' '.join(cmd[:3])} failed (exit {out.returncode}): {(out.stderr or out.stdout)[-2000:]}")
+            detail = (out.stderr or out.stdout)[-2000:]
+            raise ImageError(f"{' '.join(cmd[:3])} failed (exit {out.returncode}): {detail}")
