@@ -42,7 +42,7 @@ def fill(uri: str, n_runs: int, n_versions: int, seed: int = 0) -> None:
     from tqdm import tqdm
 
     from mlflow_numerai.registry import RegistryRecorder, promote
-    from mlflow_numerai.upload_states import UploadStateMachine
+    from mlflow_numerai.registry.states import UploadStateMachine
 
     client = MlflowClient(uri, registry_uri=uri)
     rng = np.random.default_rng(seed)

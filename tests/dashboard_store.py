@@ -122,7 +122,7 @@ def fill_contract_store(tracking_uri: str, *, eras: int = 12, n_members: int = 2
     from mlflow.tracking import MlflowClient
 
     from mlflow_numerai.registry import RegistryRecorder, promote
-    from mlflow_numerai.upload_states import UploadStateMachine
+    from mlflow_numerai.registry.states import UploadStateMachine
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     rng = np.random.default_rng(seed)

@@ -17,11 +17,8 @@ import psutil
 import pytest
 from click.testing import CliRunner
 
-from mlflow_numerai.sandbox import checks
-from mlflow_numerai.sandbox.isolation import THREAD_ENV, TOKEN_ENV, bwrap_status
-from mlflow_numerai.sandbox.limits import SandboxLimits, parse_memory
-from mlflow_numerai.sandbox.runner import run_pickle
-from mlflow_numerai.upload_states import (
+from mlflow_numerai.cli.validate import validate as validate_cli
+from mlflow_numerai.registry.states import (
     ERROR,
     FAILED,
     PENDING,
@@ -31,7 +28,10 @@ from mlflow_numerai.upload_states import (
     TransitionError,
     UploadStateMachine,
 )
-from mlflow_numerai.uploads.cli import validate as validate_cli
+from mlflow_numerai.sandbox import checks
+from mlflow_numerai.sandbox.isolation import THREAD_ENV, TOKEN_ENV, bwrap_status
+from mlflow_numerai.sandbox.limits import SandboxLimits, parse_memory
+from mlflow_numerai.sandbox.runner import run_pickle
 from mlflow_numerai.uploads.validate import ValidationArgumentError, validate
 
 HAS_BWRAP = bwrap_status()[0] is not None

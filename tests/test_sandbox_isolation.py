@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from mlflow_numerai.cli.validate import validate as validate_cli
 from mlflow_numerai.conventions import BWRAP_ENV
 from mlflow_numerai.sandbox import cgroups
 from mlflow_numerai.sandbox.isolation import bwrap_status, namespace_available
 from mlflow_numerai.sandbox.limits import SandboxError, SandboxLimits
 from mlflow_numerai.sandbox.runner import run_pickle
-from mlflow_numerai.uploads.cli import validate as validate_cli
 
 HAS_BWRAP = bwrap_status()[0] is not None
 

@@ -39,7 +39,7 @@ def _bad_imports(files: list[Path], above: tuple[str, ...]) -> dict[str, list[st
 
 
 def test_the_sandbox_imports_nothing_above_it():
-    above = ("mlflow_numerai.registry", "mlflow_numerai.uploads", "mlflow_numerai.upload_states", *TOP)
+    above = ("mlflow_numerai.registry", "mlflow_numerai.uploads", *TOP)
     files = sorted((PACKAGE / "sandbox").glob("*.py"))
     assert files, "no sandbox modules found"
     assert _bad_imports(files, above) == {}
@@ -58,8 +58,7 @@ def test_the_registry_imports_nothing_above_it():
 
 
 def test_the_upload_flow_imports_nothing_above_it():
-    # uploads/cli.py is the temporary shim of the old command path (see its docstring)
-    files = sorted(f for f in (PACKAGE / "uploads").glob("*.py") if f.name != "cli.py")
+    files = sorted((PACKAGE / "uploads").glob("*.py"))
     assert _bad_imports(files, (*TOP, "click")) == {}
 
 

@@ -8,5 +8,5 @@ process tree, the bounded log), `child` (the script the child runs; imports noth
 package and loads the output contract, `mlflow_numerai/packaging/contract.py`, by path), `checks`
 (the parent's checks on the written CSV, from that contract). The sandbox imports only
 `packaging.contract` and `conventions` of the package: the upload flow that drives it is
-`mlflow_numerai.uploads`, the upload states are `mlflow_numerai.upload_states`.
+`mlflow_numerai.uploads`, the upload states are `mlflow_numerai.registry.states`.
 """
