@@ -15,7 +15,7 @@ import torch
 from mlflow_numerai import scoring
 from mlflow_numerai.data import io as data_io
 from mlflow_numerai.families import bayes_nn as bnn
-from mlflow_numerai.families.bnn_study import js_divergence_matrix, study_posterior
+from mlflow_numerai.studies.bnn import js_divergence_matrix, study_posterior
 
 # Small and fast, but enough steps that every prior learns the planted signal.
 FAST = dict(epochs=6, lr=2e-2, seed=0, progress=False)
@@ -165,7 +165,7 @@ def test_more_samples_than_the_budget_are_chunked_not_crashed(posteriors, data):
 
 def test_era_blocks_never_split_an_era():
     starts = [0, 5, 9, 30, 31]
-    blocks = bnn._row_blocks(40, 10, starts)
+    blocks = bnn.posterior._row_blocks(40, 10, starts)
     assert blocks[0][0] == 0 and blocks[-1][1] == 40
     assert all(a in starts for a, _ in blocks)
     assert all(b == a2 for (_, b), (a2, _) in zip(blocks[:-1], blocks[1:]))
@@ -210,6 +210,24 @@ def test_bad_parameters_name_the_choices():
     assert bnn.parse_hidden("none") == () and bnn.parse_hidden("128-64") == (128, 64)
     with pytest.raises(ValueError, match="NaN"):
         bnn.array_batches(np.zeros((4, 2), np.float32), np.array([0.5, np.nan, 0.5, 0.5]))
+
+
+def test_bnn_options_are_checked():
+    with pytest.raises(ValueError, match="prior_scale"):
+        bnn.BNNSpec(4, (3,), prior_scale=0.0)
+    batches = bnn.array_batches(np.zeros((10, 4), np.float32), np.arange(10.0), batch_size=5)
+    assert batches.batch_size == 5
+    with pytest.raises(ValueError, match="final_lr_fraction"):
+        bnn.fit_svi(batches, bnn.BNNSpec(4, (3,)), epochs=1, final_lr_fraction=0.0, progress=False)
+
+
+def test_bnn_learning_rate_decays_to_the_final_fraction():
+    rng = np.random.default_rng(0)
+    batches = bnn.array_batches(rng.random((40, 4), dtype=np.float32) - 0.5, rng.random(40), batch_size=10)
+    rates = []
+    bnn.fit_svi(batches, bnn.BNNSpec(4, (3,)), epochs=3, lr=0.01, final_lr_fraction=0.1, progress=False,
+                on_epoch=lambda e, m: rates.append(m["learning_rate"]))
+    assert rates[0] < 0.01 and rates[-1] == pytest.approx(0.001)
 
 
 def test_nan_target_rows_are_dropped_and_counted(data):

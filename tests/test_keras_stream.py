@@ -20,6 +20,7 @@ from mlflow_numerai.families.keras_stream import (
     KerasStreamConfig,
     build_mlp,
     extract_layers,
+    learning_rate_schedule,
     make_predict,
     numpy_forward,
     scaled_features,
@@ -163,7 +164,7 @@ def test_predict_pickle_needs_no_tensorflow_or_project(trained, synthetic_dir, t
 
 
 def test_make_predict_chunks_large_frames(monkeypatch):
-    import mlflow_numerai.families.keras_stream as family
+    import mlflow_numerai.families.keras_stream.predict as family
 
     rng = np.random.default_rng(1)
     layers = [(rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=3).astype(np.float32)),
@@ -183,6 +184,25 @@ def test_make_predict_chunks_large_frames(monkeypatch):
 def test_bad_config_is_named(kwargs, name):
     with pytest.raises(ValueError, match=name):
         KerasStreamConfig(**kwargs)
+
+
+def test_keras_net_starts_as_the_target_mean():
+    model = build_mlp(12, 2, KerasStreamConfig(hidden=(8, 4)), target_mean=[0.5, 0.25])
+    x = np.random.default_rng(0).random((50, 12)).astype(np.float32)
+    np.testing.assert_allclose(model.predict(x, verbose=0), np.tile([0.5, 0.25], (50, 1)), atol=1e-7)
+
+
+def test_keras_learning_rate_warms_up_then_decays():
+    config = KerasStreamConfig(epochs=10, learning_rate=0.01, warmup_epochs=1.0)
+    schedule = learning_rate_schedule(config, steps_per_epoch=20)
+    rate = [float(schedule(step)) for step in (0, 10, 20, 110, 199)]
+    assert rate[0] == pytest.approx(0.001) and rate[2] == pytest.approx(0.01)
+    assert rate[0] < rate[1] < rate[2] > rate[3] > rate[4] and rate[4] < 0.0011
+    assert learning_rate_schedule(KerasStreamConfig(lr_schedule="constant", learning_rate=0.01), 20) == 0.01
+    with pytest.raises(ValueError, match="lr_schedule"):
+        KerasStreamConfig(lr_schedule="step")
+    with pytest.raises(ValueError, match="patience"):
+        KerasStreamConfig(patience=-1)
 
 
 def test_caches_must_match(trained, synthetic_dir, tmp_path):

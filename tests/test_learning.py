@@ -39,7 +39,7 @@ def linear_set(tmp_path_factory):
         mp.setattr(synthetic, "DRIFT_SCALE", 0.0)
         mp.setattr(synthetic, "NONLINEAR", {False: 0.0, True: 0.0})
         mp.setattr(synthetic, "NOISE_SCALE", 3.0)
-        synthetic.generate_synthetic(out, **{k: v for k, v in PARAMS.to_dict().items()}, progress=False)
+        synthetic.generate_synthetic(out, **PARAMS.to_dict(), progress=False)
         train = data_io.read_split(out, "train")
         valid = data_io.read_split(out, "validation")
         ceiling = mean_corr(synthetic.planted_signal(valid, PARAMS), valid)
@@ -69,52 +69,8 @@ def test_ridge_learns_the_linear_signal(linear_set):
 
 
 # ---------------------------------------------------------------------------------------------
-# the pieces that make the nets converge, and the pipeline's comparison with the baseline
-
-
-def test_keras_net_starts_as_the_target_mean():
-    from mlflow_numerai.families.keras_stream import KerasStreamConfig, build_mlp
-
-    model = build_mlp(12, 2, KerasStreamConfig(hidden=(8, 4)), target_mean=[0.5, 0.25])
-    x = np.random.default_rng(0).random((50, 12)).astype(np.float32)
-    np.testing.assert_allclose(model.predict(x, verbose=0), np.tile([0.5, 0.25], (50, 1)), atol=1e-7)
-
-
-def test_keras_learning_rate_warms_up_then_decays():
-    from mlflow_numerai.families.keras_stream import KerasStreamConfig, learning_rate_schedule
-
-    config = KerasStreamConfig(epochs=10, learning_rate=0.01, warmup_epochs=1.0)
-    schedule = learning_rate_schedule(config, steps_per_epoch=20)
-    rate = [float(schedule(step)) for step in (0, 10, 20, 110, 199)]
-    assert rate[0] == pytest.approx(0.001) and rate[2] == pytest.approx(0.01)
-    assert rate[0] < rate[1] < rate[2] > rate[3] > rate[4] and rate[4] < 0.0011
-    assert learning_rate_schedule(KerasStreamConfig(lr_schedule="constant", learning_rate=0.01), 20) == 0.01
-    with pytest.raises(ValueError, match="lr_schedule"):
-        KerasStreamConfig(lr_schedule="step")
-    with pytest.raises(ValueError, match="patience"):
-        KerasStreamConfig(patience=-1)
-
-
-def test_bnn_options_are_checked():
-    from mlflow_numerai.families import bayes_nn as bnn
-
-    with pytest.raises(ValueError, match="prior_scale"):
-        bnn.BNNSpec(4, (3,), prior_scale=0.0)
-    batches = bnn.array_batches(np.zeros((10, 4), np.float32), np.arange(10.0), batch_size=5)
-    assert batches.batch_size == 5
-    with pytest.raises(ValueError, match="final_lr_fraction"):
-        bnn.fit_svi(batches, bnn.BNNSpec(4, (3,)), epochs=1, final_lr_fraction=0.0, progress=False)
-
-
-def test_bnn_learning_rate_decays_to_the_final_fraction():
-    from mlflow_numerai.families import bayes_nn as bnn
-
-    rng = np.random.default_rng(0)
-    batches = bnn.array_batches(rng.random((40, 4), dtype=np.float32) - 0.5, rng.random(40), batch_size=10)
-    rates = []
-    bnn.fit_svi(batches, bnn.BNNSpec(4, (3,)), epochs=3, lr=0.01, final_lr_fraction=0.1, progress=False,
-                on_epoch=lambda e, m: rates.append(m["learning_rate"]))
-    assert rates[0] < 0.01 and rates[-1] == pytest.approx(0.001)
+# the pipeline's comparison with the baseline (the pieces that make the nets converge: test_keras_stream.py,
+# test_bayes_nn.py)
 
 
 def test_pipeline_table_puts_each_family_next_to_the_baseline():

@@ -8,7 +8,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from test_learning import linear_set, mean_corr  # noqa: F401  (the shared fixture)
+import test_learning
+
+linear_set = test_learning.linear_set  # the shared module-scoped fixture
+mean_corr = test_learning.mean_corr
 
 
 def test_keras_learns_the_linear_signal(linear_set, tmp_path):

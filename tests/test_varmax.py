@@ -319,7 +319,9 @@ def test_train_varmax_command_logs_runs_artifacts_and_model(tracking_uri, tmp_pa
     assert {"test_rmse_gdp", "test_mape_cons", "naive_rmse_gdp", "naive_mape_cons"} <= set(parent.data.metrics)
     files = {a.path for a in client.list_artifacts(parent.info.run_id, "varmax")}
     assert {"varmax/order_search.csv", "varmax/test_forecast.csv", "varmax/forecast_vs_actual.png"} <= files
-    local = mlflow.artifacts.download_artifacts(run_id=parent.info.run_id, artifact_path="varmax", dst_path=str(tmp_path))
+    local = mlflow.artifacts.download_artifacts(
+        run_id=parent.info.run_id, artifact_path="varmax", dst_path=str(tmp_path)
+    )
     search = pd.read_csv(f"{local}/order_search.csv")
     assert list(search[["p", "q"]].itertuples(index=False, name=None)) == [(0, 1), (1, 0), (1, 1)]
     forecast = pd.read_csv(f"{local}/test_forecast.csv")

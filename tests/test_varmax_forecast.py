@@ -1,4 +1,4 @@
-"""Closed-form VARMAX forecasts (families/varmax_forecast.py) against statsmodels' get_forecast.
+"""Closed-form VARMAX forecasts (families/varmax/forecast.py) against statsmodels' get_forecast.
 
 Every order of the seed's search grid (p <= 2, q <= 2), every transform, with and without
 exogenous series: the served closure's forecast, lower and upper equal the statsmodels path

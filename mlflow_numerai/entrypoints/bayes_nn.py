@@ -230,7 +230,7 @@ def train_and_study(data: Prepared, spec, *, epochs, lr, n_samples, budget_bytes
     import mlflow
 
     from mlflow_numerai.families import bayes_nn as bnn
-    from mlflow_numerai.families.bnn_study import study_posterior
+    from mlflow_numerai.studies.bnn import study_posterior
 
     def on_epoch(epoch: int, metrics: dict) -> None:
         mlflow.log_metrics({"elbo_loss": metrics["elbo_loss"], "svi_rows_per_sec": metrics["rows_per_sec"],
@@ -415,7 +415,7 @@ def bnn_study(data_dir, feature_set, target_model, epochs, batch_size, lr, final
     import pandas as pd
 
     from mlflow_numerai.families import bayes_nn as bnn
-    from mlflow_numerai.families.bnn_study import js_divergence_matrix, study_posterior
+    from mlflow_numerai.studies.bnn import js_divergence_matrix, study_posterior
 
     prior_list = parse_list(priors, "'--priors'")
     for p in prior_list:

@@ -417,7 +417,7 @@ def bnn_study_level(complete: list, client, parent: str) -> None:
     import pandas as pd
 
     from mlflow_numerai.entrypoints.bayes_nn import ARTIFACT_DIR, plot_js
-    from mlflow_numerai.families.bnn_study import js_divergence_matrix
+    from mlflow_numerai.studies.bnn import js_divergence_matrix
 
     summary, members = [], {}
     for t in sorted(complete, key=lambda t: t.number):

@@ -23,8 +23,8 @@ These are the numbers statsmodels' `get_forecast` computes (tested to 1e-8 relat
 
 This module is self-contained (no import of the package, no statsmodels, no scipy) so that the
 forecast closure pickles by value into `predict.pkl` and loads where only numpy and pandas exist.
-The transforms and the cumulated-error variance of `diff` / `log-diff` are documented in
-`families/varmax.py`.
+The transforms and the cumulated-error variance of `diff` / `log-diff` are documented in the
+package docstring (`families/varmax/__init__.py`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,72 @@
+"""The served VARMAX: `make_predict` wraps a fitted model into `predict(frame) -> frame`.
+
+The closure holds numpy arrays and strings only (the state space of :func:`.fit.forecast_state`)
+and forecasts with :mod:`.forecast`, so `predict.pkl` loads and runs without statsmodels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlflow_numerai.families.varmax.fit import forecast_labels, forecast_state
+from mlflow_numerai.families.varmax.forecast import forecast_frame
+from mlflow_numerai.families.varmax.request import ForecastInputError, check_alpha, parse_forecast_request
+
+
+def make_predict(
+    results: Any,
+    *,
+    endog_names: Iterable[str],
+    exog_names: Iterable[str],
+    transform: str,
+    last_level: np.ndarray,
+    max_horizon: int,
+    alpha: float = 0.05,
+) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """`predict(frame) -> frame`: forecasts of the periods after the fitted sample, original units.
+
+    Input: one row per future period holding the exogenous columns (extra columns are ignored),
+    or, for a model without exog, a `steps` column holding the count (else one row per step).
+    Output: a numeric `step` column (1..h) and `<var>_forecast`, `<var>_lower`, `<var>_upper` per
+    endogenous variable, indexed by `period` (e.g. "2009Q4"). Malformed input raises
+    ForecastInputError (a ValueError) naming the problem. `predict.with_params(frame, alpha=...)`
+    forecasts with another interval level (MLflow's inference params).
+    """
+    endog_names = list(endog_names)
+    exog_names = list(exog_names)
+    last_level = np.asarray(last_level, dtype="float64")
+    default_alpha = float(alpha)
+    # numpy arrays and strings only: the closure pickles without statsmodels (see varmax_forecast)
+    state = forecast_state(results)
+    # plain lists: a pandas string Index would pickle pyarrow into predict.pkl's requirements
+    labels = forecast_labels(results, max_horizon)
+
+    def forecast(frame: pd.DataFrame, alpha: float = default_alpha) -> pd.DataFrame:
+        steps, exog = parse_forecast_request(frame, exog_names, max_horizon)
+        out = forecast_frame(
+            state,
+            steps,
+            exog,
+            transform=transform,
+            last_level=last_level,
+            names=endog_names,
+            labels=labels,
+            alpha=check_alpha(alpha),
+        )
+        if not np.isfinite(out.to_numpy()).all():  # e.g. exog of 1e300: overflow, not a forecast
+            raise ForecastInputError(
+                "the forecast is not finite: the exogenous values are too large for this model"
+                if exog is not None else "the forecast is not finite"
+            )
+        out.insert(0, "step", np.arange(1, steps + 1, dtype="int64"))
+        return out
+
+    def predict(frame: pd.DataFrame) -> pd.DataFrame:
+        return forecast(frame)
+
+    predict.with_params = forecast
+    return predict
