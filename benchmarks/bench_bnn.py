@@ -171,8 +171,8 @@ def main() -> None:
         for rows in [int(r) for r in args.loop_rows.split(",")]:
             xr = torch.rand(rows, args.features) - 0.5
             work_r = flops(rows, args.samples, widths)
-            b_s = best_of(lambda: bnn.predictive_mean_std(samples, xr, budget_bytes=budget), 2)
-            loop_s = best_of(lambda: per_sample_loop(samples, xr), 2)
+            b_s = best_of(lambda xr=xr: bnn.predictive_mean_std(samples, xr, budget_bytes=budget), 2)
+            loop_s = best_of(lambda xr=xr: per_sample_loop(samples, xr), 2)
             pyro_s = pyro_predictive_loop(args.features, hidden, xr, k) * args.samples / k
             print(f"| {rows:,} | {b_s:.2f} | {work_r / b_s / 1e9:.0f} | {loop_s:.2f} | {work_r / loop_s / 1e9:.0f} | "
                   f"{loop_s / b_s:.1f}x | {pyro_s:.2f} | {pyro_s / b_s:.1f}x |")

@@ -176,7 +176,7 @@ def time_stream(parquet: Path, work: Path, features: list[str], threads: int, wi
     for epoch in (0, 1):  # warm-up epoch, then the timed one
         t = time.perf_counter()
         with stream.epoch(epoch) as batches:
-            for x, y in batches:
+            for _ in batches:
                 pass
         seconds = time.perf_counter() - t
     return prep, cache.n_rows / seconds, cache.n_rows

@@ -143,7 +143,7 @@ def hog():
                 "while True:\n"
                 "    blocks.append(np.ones(32 * 1024**2, dtype=np.uint8))\n"
                 "    time.sleep(0.01)\n")
-        procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(2)]
+        _children = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(2)]  # kept alive
         exec(code)
 
     return predict
