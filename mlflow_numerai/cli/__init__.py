@@ -1,7 +1,11 @@
 """The `mlflow-numerai` command.
 
 Sub-commands live in their own modules and are imported only when invoked, so `--help` and
-light commands never pay for TensorFlow or torch start-up.
+light commands never pay for TensorFlow or torch start-up. Where a command lives, one rule:
+a command that trains or builds a model and logs MLflow runs (`train <family>`, `ensemble`,
+`study`, `pipeline`) is an MLflow Projects entry point in `mlflow_numerai/entrypoints/`; every
+other command (`data`, `validate`, `promote`, `dashboard`) is a thin click module in
+`mlflow_numerai/cli/<name>.py` over its domain package. Domain modules import no click.
 
 One error convention for every command: a bad input (`InputError`, a file that cannot be read or
 written, a wrong value) ends with one line, `Error: <what is wrong>`, and exit status 2; anything

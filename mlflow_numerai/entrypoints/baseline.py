@@ -36,15 +36,15 @@ DEFAULT_REGISTERED_NAME = "numerai-baseline"
                          "Under `mlflow run`, relative paths resolve against the projects directory.")
 @options.feature_set_option()
 @options.target_option()
-@click.option("--alpha", type=click.FloatRange(min=0.0), default=1e-2, show_default=True,
+@click.option("--alpha", type=options.FiniteFloatRange(min=0.0), default=1e-2, show_default=True,
               help="Ridge penalty per row (>= 0).")
 @options.registered_model_name_option(DEFAULT_REGISTERED_NAME)
 @options.tracking_uri_option()
 def baseline(data_dir: str, feature_set: str, target: str, alpha: float,
              registered_model_name: str, tracking_uri: str | None) -> None:
     """Ridge regression on a feature set: train, log predict.pkl, evaluate, register."""
-    ensure_tracking_uri(tracking_uri)
     path, features, version = resolve_data_options(data_dir, feature_set, target)
+    ensure_tracking_uri(tracking_uri)
     export_data_env(version, feature_set)
     register_as = registered_name(registered_model_name)
 

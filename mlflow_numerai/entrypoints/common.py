@@ -16,6 +16,7 @@ import pandas as pd
 
 from mlflow_numerai.conventions import DATA_VERSION_ENV, FAMILY_TAG, FEATURE_SET_ENV, RUN_ID_TAG
 from mlflow_numerai.data import io as data_io
+from mlflow_numerai.data.cache import EraCache, build_cache
 from mlflow_numerai.errors import InputError
 
 NO_REGISTRATION = ("", "none")  # --registered-model-name values that skip registration
@@ -53,6 +54,18 @@ def read_split(path: Path, split: str, columns: list[str] | None = None) -> pd.D
         raise
     except (OSError, ValueError) as exc:
         file = data_io.split_path(path, split)
+        raise InputError(f"cannot read {split} split {str(file)!r}: {' '.join(str(exc).split())}") from exc
+
+
+def build_split_cache(path: Path, split: str, cache_dir: Path, features: list[str], targets: list[str]) -> EraCache:
+    """The int8 era cache of one split (`data.cache.build_cache`), with a file that cannot be
+    read reported as an InputError naming the file."""
+    file = data_io.split_path(path, split)
+    try:
+        return build_cache(file, cache_dir, features, targets)
+    except data_io.DataError:
+        raise
+    except (OSError, ValueError) as exc:
         raise InputError(f"cannot read {split} split {str(file)!r}: {' '.join(str(exc).split())}") from exc
 
 

@@ -11,6 +11,7 @@ bad value is a click.BadParameter naming the option and what it expects.
 
 from __future__ import annotations
 
+import math
 import re
 
 import click
@@ -34,6 +35,18 @@ class AliasedOption(click.Option):
             return super().make_metavar(ctx)  # type: ignore[call-arg]
         except TypeError:
             return super().make_metavar()  # type: ignore[call-arg]
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A FloatRange that also refuses NaN and infinity (click's range checks let NaN through)."""
+
+    name = "float range"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 def parse_hidden(value: str | tuple | None) -> tuple[int, ...]:
@@ -89,7 +102,8 @@ def hidden_option(default: str = "128,64,64", help: str = HIDDEN_HELP):
 
 def learning_rate_option(default: float, help: str = "Adam learning rate."):
     return click.option("--learning-rate", "--lr", "learning_rate", cls=AliasedOption,
-                        type=click.FloatRange(min=0.0, min_open=True), default=default, show_default=True, help=help)
+                        type=FiniteFloatRange(min=0.0, min_open=True), default=default, show_default=True,
+                        help=help)
 
 
 def epochs_option(default: int, help: str = "Training epochs."):
