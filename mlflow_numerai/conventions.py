@@ -48,3 +48,9 @@ PREDICT_PKL = "predict.pkl"
 
 # ---------------------------------------------------------------------------- data
 MIDDLE_BIN = 2  # what a missing (NaN) feature value counts as, in the models and the scores
+
+# cli (entry points)
+BNN_MODEL_TAG = "bnn.model"  # on a bnn_study child run: "<prior>/<hidden>" or "baseline/<hidden>"
+BNN_PRIOR_TAG = "bnn.prior"
+BNN_HIDDEN_TAG = "bnn.hidden"
+BNN_BEST_MODEL_TAG = "bnn.best_model"  # on the bnn_study parent run

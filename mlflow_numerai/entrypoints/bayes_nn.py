@@ -22,7 +22,14 @@ from pathlib import Path
 import click
 import mlflow
 
-from mlflow_numerai.conventions import FAMILY_TAG, MODEL_ARTIFACT
+from mlflow_numerai.conventions import (
+    BNN_BEST_MODEL_TAG,
+    BNN_HIDDEN_TAG,
+    BNN_MODEL_TAG,
+    BNN_PRIOR_TAG,
+    FAMILY_TAG,
+    MODEL_ARTIFACT,
+)
 from mlflow_numerai.data import io as data_io
 from mlflow_numerai.data.cache import cache_dirs
 from mlflow_numerai.data.stream import BatchStream
@@ -417,9 +424,9 @@ def bnn_study(data_dir, feature_set, target_model, epochs, batch_size, learning_
             if with_baseline:
                 label = f"baseline/{arch}"
                 with mlflow.start_run(run_name=label, nested=True,
-                                      tags={FAMILY_TAG: STUDY_FAMILY, "bnn.model": label, "bnn.prior": "none",
-                                            "bnn.hidden": arch}):
-                    mlflow.log_params({"model": "baseline", "hidden": arch, "lr": baseline_lr, "epochs": epochs,
+                                      tags={FAMILY_TAG: STUDY_FAMILY, BNN_MODEL_TAG: label, BNN_PRIOR_TAG: "none",
+                                            BNN_HIDDEN_TAG: arch}):
+                    log_new_params({"model": "baseline", "hidden": arch, "lr": baseline_lr, "epochs": epochs,
                                        "batch_size": batch_size, "seed": seed})
                     fit = bnn.fit_baseline(
                         data.train, sizes, epochs=epochs, lr=baseline_lr, seed=seed,
@@ -437,9 +444,9 @@ def bnn_study(data_dir, feature_set, target_model, epochs, batch_size, learning_
                 spec = bnn.BNNSpec(n_features=len(features), hidden=sizes, prior=prior, target_model=target_model,
                                    prior_scale=prior_scale)
                 with mlflow.start_run(run_name=label, nested=True,
-                                      tags={FAMILY_TAG: STUDY_FAMILY, "bnn.model": label, "bnn.prior": prior,
-                                            "bnn.hidden": arch}):
-                    mlflow.log_params({"model": "bayes_nn", "prior": prior, "hidden": arch,
+                                      tags={FAMILY_TAG: STUDY_FAMILY, BNN_MODEL_TAG: label, BNN_PRIOR_TAG: prior,
+                                            BNN_HIDDEN_TAG: arch}):
+                    log_new_params({"model": "bayes_nn", "prior": prior, "hidden": arch,
                                        "target_model": target_model, "epochs": epochs, "batch_size": batch_size,
                                        "lr": lr, "final_lr_fraction": final_lr_fraction, "init_scale": init_scale,
                                        "output_init": output_init, "prior_scale": prior_scale,
@@ -461,6 +468,6 @@ def bnn_study(data_dir, feature_set, target_model, epochs, batch_size, learning_
         best = table["ensemble_corr_mean"].idxmax()
         mlflow.log_metrics({"best_ensemble_corr_mean": float(table["ensemble_corr_mean"].max()),
                             "n_models": float(len(table))})
-        mlflow.set_tag("bnn.best_model", best)
+        mlflow.set_tag(BNN_BEST_MODEL_TAG, best)
         click.echo(f"bnn_study: {len(table)} models; best ensemble corr {best} "
                    f"{table['ensemble_corr_mean'].max():.4f}")

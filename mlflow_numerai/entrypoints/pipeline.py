@@ -22,6 +22,7 @@ import mlflow
 
 from mlflow_numerai.conventions import PIPELINE_TAG, UPLOAD_REASON_TAG, UPLOAD_STATE_TAG
 from mlflow_numerai.data.io import cache_root
+from mlflow_numerai.entrypoints.common import log_new_params
 from mlflow_numerai.tracking import ensure_tracking_uri
 
 PIPELINE_DATA = "default"  # --data-dir value: synthetic data made by the `data` step
@@ -288,8 +289,7 @@ def pipeline(steps_spec: str, data_dir: str, overrides: tuple[str, ...], project
     results: list[StepResult] = []
     with mlflow.start_run(run_name="pipeline", tags={PIPELINE_TAG: "main"}) as parent:
         # not "steps"/"data_dir": `mlflow run` already logged the entry point's own parameters
-        mlflow.log_params({"pipeline_steps": ",".join(s.name for s in steps),
-                           "pipeline_data_dir": str(data_path)})
+        log_new_params({"pipeline_steps": ",".join(s.name for s in steps), "pipeline_data_dir": str(data_path)})
         for step in steps:
             if step.needs_synthetic and not synthetic:
                 results.append(StepResult(step.name, "SKIPPED", note="--data-dir given: using that data"))

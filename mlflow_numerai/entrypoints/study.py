@@ -26,7 +26,7 @@ import click
 import mlflow
 import pandas as pd
 
-from mlflow_numerai.conventions import FAMILY_TAG, RUN_ID_TAG, STUDY_STORAGE_ENV, STUDY_TAG
+from mlflow_numerai.conventions import BNN_BEST_MODEL_TAG, FAMILY_TAG, RUN_ID_TAG, STUDY_STORAGE_ENV, STUDY_TAG
 from mlflow_numerai.entrypoints.bayes_nn import ARTIFACT_DIR, plot_js
 from mlflow_numerai.entrypoints.common import registered_name
 from mlflow_numerai.studies.optuna import (
@@ -129,7 +129,7 @@ def bnn_study_level(complete: list, client, parent: str) -> None:
     table = pd.DataFrame(summary).set_index("model")
     client.log_text(parent, table.to_csv(), f"{ARTIFACT_DIR}/study_summary.csv")
     client.log_metric(parent, "best_ensemble_corr_mean", float(table["ensemble_corr_mean"].max()))
-    client.set_tag(parent, "bnn.best_model", str(table["ensemble_corr_mean"].idxmax()))
+    client.set_tag(parent, BNN_BEST_MODEL_TAG, str(table["ensemble_corr_mean"].idxmax()))
     if len(members) > 1:
         js = js_divergence_matrix(members)
         client.log_text(parent, js.to_csv(), f"{ARTIFACT_DIR}/js_divergence.csv")

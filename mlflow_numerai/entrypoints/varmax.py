@@ -139,7 +139,7 @@ def log_candidate(result) -> None:
 
     with mlflow.start_run(run_name=f"VARMAX({result.p},{result.q})", nested=True,
                           tags={"numerai.varmax.candidate": "true"}):  # no family tag: not a model run
-        mlflow.log_params({"p": result.p, "q": result.q})
+        log_new_params({"p": result.p, "q": result.q})
         metrics = {k: getattr(result, k) for k in ("aic", "bic", "hqic", "test_rmse", "fit_seconds")}
         metrics = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(v)}
         metrics["converged"] = float(result.converged)
@@ -154,7 +154,7 @@ def log_candidate(result) -> None:
 def log_winner(outcome) -> None:
     """The winner's order, criteria and per-variable test metrics on the parent run."""
     winner = next(c for c in outcome.candidates if (c.p, c.q) == outcome.order)
-    mlflow.log_params({"order_p": outcome.order[0], "order_q": outcome.order[1]})
+    log_new_params({"order_p": outcome.order[0], "order_q": outcome.order[1]})
     metrics = {"aic": winner.aic, "bic": winner.bic, "hqic": winner.hqic, "test_rmse": winner.test_rmse,
                "converged": float(winner.converged), "n_candidates": float(len(outcome.candidates))}
     for variable, row in outcome.metrics.iterrows():
