@@ -31,7 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ensemble": ("mlflow_numerai.entrypoints.ensemble:ensemble", "Blend registered models into one predict.pkl model."),
     "dashboard": ("mlflow_numerai.dashboard:dashboard_command", "Start the Streamlit dashboard."),
     "study": ("mlflow_numerai.entrypoints.study:study", "Hyper-parameter study on Optuna, shared by many workers."),
-    "pipeline": ("mlflow_numerai.entrypoints.pipeline:pipeline", "Run the whole job: data, models, validation, promotion."),
+    "pipeline": ("mlflow_numerai.entrypoints.pipeline:pipeline",
+                 "Run the whole job: data, models, validation, promotion."),
 }
 
 
