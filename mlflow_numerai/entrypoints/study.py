@@ -16,6 +16,7 @@ trial beyond the N-th (two workers asked at once) is dropped before any run is m
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -181,6 +182,17 @@ def study(family, n_trials, workers, storage, study_name, objective, direction, 
         raise click.ClickException(str(exc)) from None
 
 
+def trainer(family: str):
+    """A function running FAMILY's training command (in this process) with the given options."""
+    module, attr = FAMILIES[family].command.split(":")
+    command = getattr(importlib.import_module(module), attr)
+
+    def train(args: list[str]) -> None:
+        command.main(args, prog_name=f"study {family}", standalone_mode=False)
+
+    return train
+
+
 def run_study(family, space, *, n_trials, workers, storage, study_name, objective, direction, space_specs, seed,
               heartbeat, data_dir, feature_set, registered_model_name, tracking_uri, worker_index,
               family_args) -> None:
@@ -222,7 +234,8 @@ def run_study(family, space, *, n_trials, workers, storage, study_name, objectiv
         children.append(subprocess.Popen(argv, env={**os.environ, TRACKING_ENV: tracking}))
     try:
         ran = worker_loop(the_study, rdb, family=family, space=space, base_args=base_args, n_trials=n_trials,
-                          objective=objective, heartbeat=heartbeat, client=client, say=click.echo,
+                          objective=objective, heartbeat=heartbeat, client=client, train=trainer(family),
+                          say=click.echo,
                           fatal=(StudyError, click.ClickException))
     finally:
         codes = [c.wait() for c in children]

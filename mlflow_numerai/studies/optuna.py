@@ -10,7 +10,6 @@ is a ValueError naming the override.
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
 import socket
@@ -64,7 +63,7 @@ class Param:
 class Family:
     """A family's search space and how a trial's parameters become its training command's options."""
 
-    command: str  # "module:attribute" of the click command
+    command: str  # "module:attribute" of the training command (resolved by `entrypoints/study.py`)
     space: dict[str, Param]
     options: Callable[[dict[str, Any]], list[str]]
     grid: bool = False  # exhaustive grid (GridSampler) instead of TPE
@@ -260,8 +259,10 @@ def _is_surplus(study, trial, n_trials: int) -> bool:
 
 
 def run_trial(family: str, params: dict[str, Any], base_args: list[str], parent_run_id: str,
-              experiment_id: str, trial, study_name: str, objective: str, client) -> tuple[str, float]:
-    """The family's training command in a new run nested under the study's run; (run id, objective)."""
+              experiment_id: str, trial, study_name: str, objective: str, client,
+              train: Callable[[list[str]], Any]) -> tuple[str, float]:
+    """The family's training command (`train(args)`) in a new run nested under the study's run;
+    (run id, objective)."""
     import mlflow
 
     fam = FAMILIES[family]
@@ -270,12 +271,10 @@ def run_trial(family: str, params: dict[str, Any], base_args: list[str], parent_
                                   STUDY_TRIAL_TAG: str(trial.number)})
     run_id = run.info.run_id
     trial.set_user_attr(TRIAL_RUN_ATTR, run_id)  # at once: a dead worker's run is closed by this id
-    module, attr = fam.command.split(":")
-    command = getattr(importlib.import_module(module), attr)
     args = [*base_args, *fam.options(params), "--registered-model-name", "none"]
     os.environ["MLFLOW_RUN_ID"] = run_id  # the family's start_run continues this run
     try:
-        command.main(args, prog_name=f"study {family}", standalone_mode=False)
+        train(args)
     except BaseException:
         if mlflow.active_run():
             mlflow.end_run("FAILED")
@@ -293,9 +292,11 @@ def run_trial(family: str, params: dict[str, Any], base_args: list[str], parent_
 
 
 def worker_loop(study, storage, *, family: str, space: dict[str, Param], base_args: list[str], n_trials: int,
-                objective: str, heartbeat: float, client, say: Callable[..., None] = echo,
+                objective: str, heartbeat: float, client, train: Callable[[list[str]], Any],
+                say: Callable[..., None] = echo,
                 fatal: tuple[type[BaseException], ...] = (StudyError,)) -> int:
     """Run trials until the study has `n_trials` complete ones; returns how many this worker ran.
+    `train(args)` runs the family's training command with the trial's options.
     A trial failing with one of `fatal` (a bad option of the family, a missing objective) ends
     the worker; other failures are counted, and MAX_FAILURES_IN_A_ROW of them end it."""
     import optuna
@@ -325,7 +326,7 @@ def worker_loop(study, storage, *, family: str, space: dict[str, Param], base_ar
             say(f"study: trial {trial.number} {params}")
             try:
                 run_id, value = run_trial(family, params, base_args, parent, experiment_id, trial,
-                                          study.study_name, objective, client)
+                                          study.study_name, objective, client, train)
             except fatal:
                 _tell(study, trial, state=TrialState.FAIL)
                 raise
