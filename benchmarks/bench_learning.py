@@ -81,7 +81,7 @@ def bnn(path, features, overrides: dict) -> dict:
     from mlflow_numerai.families import bayes_nn as b
     from mlflow_numerai.studies.bnn import study_posterior
 
-    o = {**{"hidden": "128-64-64", "prior": "normal", "batch": 4096, "n_samples": 1000, "seed": 0}, **overrides}
+    o = {**{"hidden": "128-64-64", "prior": "normal", "batch": 1024, "n_samples": 1000, "seed": 0}, **overrides}
     fit_kwargs = {k: o[k] for k in ("epochs", "lr", "init_scale") if k in o}
     if "final_lr" in o:
         fit_kwargs["final_lr_fraction"] = o["final_lr"]
