@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 KERAS_KEYS = {"hidden": str, "epochs": int, "batch": int, "lr": float, "schedule": str, "warmup": float,
-              "patience": int, "dropout": float, "noise": float, "seed": int}
+              "patience": int, "wd": float, "dropout": float, "noise": float, "seed": int}
 BNN_KEYS = {"hidden": str, "prior": str, "epochs": int, "batch": int, "lr": float, "init_scale": float,
             "prior_scale": float, "final_lr": float, "n_samples": int, "seed": int}
 
@@ -60,7 +60,7 @@ def keras(path, features, overrides: dict) -> dict:
     from mlflow_numerai.data.io import split_path
     from mlflow_numerai.families.keras_stream import KerasStreamConfig, train_keras_stream
 
-    names = {"batch": "batch_size", "lr": "learning_rate", "schedule": "lr_schedule", "warmup": "warmup_epochs"}
+    names = {"batch": "batch_size", "lr": "learning_rate", "schedule": "lr_schedule", "warmup": "warmup_epochs", "wd": "weight_decay"}
     kwargs = {names.get(k, k): v for k, v in overrides.items()}
     if "hidden" in kwargs:
         kwargs["hidden"] = tuple(int(h) for h in kwargs["hidden"].split("-") if h)
@@ -81,7 +81,7 @@ def bnn(path, features, overrides: dict) -> dict:
     from mlflow_numerai.families import bayes_nn as b
     from mlflow_numerai.studies.bnn import study_posterior
 
-    o = {**{"hidden": "128-64-64", "prior": "normal", "batch": 4096, "n_samples": 1000, "seed": 0}, **overrides}
+    o = {**{"hidden": "128-64-64", "prior": "normal", "batch": 1024, "n_samples": 1000, "seed": 0}, **overrides}
     fit_kwargs = {k: o[k] for k in ("epochs", "lr", "init_scale") if k in o}
     if "final_lr" in o:
         fit_kwargs["final_lr_fraction"] = o["final_lr"]

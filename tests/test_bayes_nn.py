@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 import textwrap
+from functools import partial
+from operator import attrgetter
 
 import numpy as np
 import pandas as pd
@@ -15,6 +17,7 @@ import torch
 from mlflow_numerai import scoring
 from mlflow_numerai.data import io as data_io
 from mlflow_numerai.families import bayes_nn as bnn
+from mlflow_numerai.families.bayes_nn.model import SITE_INIT_SCALE
 from mlflow_numerai.studies.bnn import js_divergence_matrix, study_posterior
 
 # Small and fast, but enough steps that every prior learns the planted signal.
@@ -219,6 +222,21 @@ def test_bnn_options_are_checked():
     assert batches.batch_size == 5
     with pytest.raises(ValueError, match="final_lr_fraction"):
         bnn.fit_svi(batches, bnn.BNNSpec(4, (3,)), epochs=1, final_lr_fraction=0.0, progress=False)
+
+
+def test_guide_starts_each_weight_std_at_a_share_of_its_layers_he_std():
+    # An absolute std left the narrow nets' members near-copies (ensemble no better than its members).
+    import pyro
+
+    spec = bnn.BNNSpec(10, (32, 4), "normal")
+    pyro.clear_param_store()
+    guide = bnn.bnn_guide(partial(bnn.bnn_model, spec=spec, n_rows=8), spec, seed=0, sigma=[0.2], init_scale=0.1)
+    guide(torch.zeros(8, 10), torch.zeros(8, 1), torch.arange(8))
+    for i, fan_in in enumerate((10, 32, 4)):
+        scale = attrgetter(f"layer{i}.weight")(guide.scales).detach()
+        torch.testing.assert_close(scale, torch.full_like(scale, 0.1 * bnn.he_scale(fan_in)))
+    assert attrgetter("layer0.bias")(guide.scales).detach().max() == pytest.approx(SITE_INIT_SCALE)
+    assert attrgetter("layer2.weight")(guide.locs).abs().max() == 0  # the net starts as the target mean
 
 
 def test_bnn_learning_rate_decays_to_the_final_fraction():

@@ -179,7 +179,8 @@ def test_make_predict_chunks_large_frames(monkeypatch):
     "kwargs, name",
     [({"hidden": (0,)}, "hidden"), ({"dropout": 1.0}, "dropout"), ({"noise": -1.0}, "noise"),
      ({"learning_rate": 0.0}, "learning_rate"), ({"epochs": 0}, "epochs"), ({"window": 0}, "window"),
-     ({"seed": -2}, "seed")],
+     ({"seed": -2}, "seed"), ({"weight_decay": -0.1}, "weight_decay"),
+     ({"weight_decay": float("nan")}, "weight_decay")],
 )
 def test_bad_config_is_named(kwargs, name):
     with pytest.raises(ValueError, match=name):
@@ -190,6 +191,22 @@ def test_keras_net_starts_as_the_target_mean():
     model = build_mlp(12, 2, KerasStreamConfig(hidden=(8, 4)), target_mean=[0.5, 0.25])
     x = np.random.default_rng(0).random((50, 12)).astype(np.float32)
     np.testing.assert_allclose(model.predict(x, verbose=0), np.tile([0.5, 0.25], (50, 1)), atol=1e-7)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.5])
+def test_keras_weight_decay_shrinks_kernels_not_the_target_mean(weight_decay):
+    # Targets at their mean: the loss and its gradients are 0, so only the decay moves weights.
+    config = KerasStreamConfig(hidden=(8,), learning_rate=0.01, lr_schedule="constant", weight_decay=weight_decay)
+    model = build_mlp(6, 1, config, target_mean=[0.5])
+    kernel = np.array(model.layers[0].kernel.numpy())
+    x = np.random.default_rng(0).random((64, 6)).astype(np.float32)
+    model.fit(x, np.full((64, 1), 0.5, np.float32), batch_size=16, epochs=10, verbose=0)
+    after = model.layers[0].kernel.numpy()
+    np.testing.assert_allclose(model.layers[-1].bias.numpy(), [0.5])
+    if weight_decay:
+        assert np.abs(after).sum() < 0.9 * np.abs(kernel).sum()
+    else:
+        np.testing.assert_array_equal(after, kernel)
 
 
 def test_keras_learning_rate_warms_up_then_decays():

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import test_learning
@@ -51,3 +53,32 @@ def test_bayes_nn_ensemble_learns_the_linear_signal(linear_set):
         scores[name] = mean_corr(predict(valid)["prediction"], valid)
     assert scores["signal"] >= 0.8 * s["ceiling"]
     assert abs(scores["null"]) < 0.2 * s["ceiling"]
+
+
+def test_entry_point_and_mlproject_defaults_are_the_families():
+    import inspect
+    from pathlib import Path
+
+    import yaml
+
+    from mlflow_numerai.entrypoints.bayes_nn import bayes_nn
+    from mlflow_numerai.entrypoints.keras_stream import keras_stream
+    from mlflow_numerai.families import bayes_nn as bnn
+    from mlflow_numerai.families.keras_stream import KerasStreamConfig
+
+    keras = {p.name: p.default for p in keras_stream.params}
+    config = KerasStreamConfig()
+    for name in ("epochs", "batch_size", "learning_rate", "lr_schedule", "warmup_epochs", "patience", "weight_decay",
+                 "dropout", "noise", "seed"):
+        assert keras[name] == getattr(config, name), name
+    assert keras["hidden"] in (config.hidden, ",".join(map(str, config.hidden)))
+    svi = {k: p.default for k, p in inspect.signature(bnn.fit_svi).parameters.items()}
+    cli = {p.name: p.default for p in bayes_nn.params}
+    assert (cli["epochs"], cli["learning_rate"], cli["final_lr_fraction"], cli["init_scale"]) == (
+        svi["epochs"], svi["lr"], svi["final_lr_fraction"], svi["init_scale"])
+    assert (cli["output_init"] == "zero") == svi["zero_output"]
+    project = yaml.safe_load((Path(__file__).parents[1] / "projects" / "MLproject").read_text())["entry_points"]
+    for entry, defaults in (("keras_stream", keras), ("bayes_nn", cli)):
+        for name, param in project[entry]["parameters"].items():
+            if name in defaults and isinstance(param["default"], (int, float)):
+                assert param["default"] == pytest.approx(float(defaults[name])), (entry, name)

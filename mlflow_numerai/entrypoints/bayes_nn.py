@@ -54,10 +54,9 @@ DEFAULT_REGISTERED_NAME = "numerai-bayes-nn"
 ARTIFACT_DIR = "bnn"
 PRIOR_CHOICES = ("uniform", "normal", "laplace")  # = families.bayes_nn.PRIORS (no torch import for --help)
 TARGET_MODEL_CHOICES = ("single", "h1", "h2", "h3", "h4")  # = families.bayes_nn.TARGET_MODELS
-# SVI defaults: the seed's. The study in benchmarks/README.md ("Families that learn") measured
-# --epochs 3 --learning-rate 0.01 --final-lr-fraction 0.1 --output-init zero as better and faster; it is not
-# the default yet because the family's tests have not been run with it (issue 17).
-EPOCHS, LR, FINAL_LR_FRACTION, INIT_SCALE, PRIOR_SCALE = 30, 1e-3, 1.0, 0.01, 1.0
+# SVI defaults: families.bayes_nn.fit's (the study in benchmarks/README.md, "Families that learn";
+# repeated here so --help imports no torch; tests/test_learning.py checks that they match).
+EPOCHS, LR, FINAL_LR_FRACTION, INIT_SCALE, PRIOR_SCALE, BATCH_SIZE = 3, 1e-2, 0.1, 0.05, 1.0, 1024
 
 
 @dataclass
@@ -263,14 +262,15 @@ def common_options(func):
         click.option("--target-model", type=click.Choice(TARGET_MODEL_CHOICES), default="single", show_default=True,
                      help="single target, or the seed's multi-target hypotheses H1-H4 (scored on `target`)."),
         options.epochs_option(EPOCHS, "SVI epochs (steps = epochs x batches per epoch)."),
-        options.batch_size_option(4096),
+        options.batch_size_option(BATCH_SIZE),
         options.learning_rate_option(LR, "Adam learning rate of SVI at the first step."),
         click.option("--final-lr-fraction", type=options.FiniteFloatRange(0.0, 1.0, min_open=True),
                      default=FINAL_LR_FRACTION, show_default=True, help="SVI learning rate at the last step, as "
                      "a fraction of --learning-rate (geometric decay; 1: constant)."),
         click.option("--init-scale", type=options.FiniteFloatRange(min=0.0, min_open=True), default=INIT_SCALE,
-                     show_default=True, help="Initial standard deviation of the guide's weights."),
-        click.option("--output-init", type=click.Choice(["he", "zero"]), default="he", show_default=True,
+                     show_default=True, help="Initial standard deviation of the guide's weights, as a share of "
+                     "their layer's He std."),
+        click.option("--output-init", type=click.Choice(["he", "zero"]), default="zero", show_default=True,
                      help="Start of the guide's output-layer means: He draws, or 0 (the net starts as the "
                      "target mean)."),
         click.option("--prior-scale", type=options.FiniteFloatRange(min=0.0, min_open=True), default=PRIOR_SCALE,

@@ -90,6 +90,8 @@ def learning_curve_figure(history):
 @click.option("--patience", type=click.IntRange(min=0), default=3, show_default=True,
               help="Stop after this many epochs without a better validation corr (0: run the whole budget); "
                    "the best epoch's weights are kept.")
+@click.option("--weight-decay", type=options.FiniteFloatRange(min=0.0), default=2.0, show_default=True,
+              help="AdamW's decoupled weight decay of the kernels (0: plain Adam).")
 @click.option("--shuffle-window", type=click.IntRange(min=1), default=131072, show_default=True,
               help="Rows shuffled together (after shuffling the era order each epoch).")
 @click.option("--prefetch", type=click.IntRange(min=1), default=4, show_default=True,
@@ -103,8 +105,9 @@ def learning_curve_figure(history):
 @options.tracking_uri_option()
 def keras_stream(data_dir: str, feature_set: str, targets: str, hidden: tuple[int, ...], dropout: float,
                  noise: float, epochs: int, batch_size: int, learning_rate: float, lr_schedule: str,
-                 warmup_epochs: float, patience: int, shuffle_window: int, prefetch: int, loader_threads: int,
-                 seed: int, cache_dir: str | None, registered_model_name: str, tracking_uri: str | None) -> None:
+                 warmup_epochs: float, patience: int, weight_decay: float, shuffle_window: int, prefetch: int,
+                 loader_threads: int, seed: int, cache_dir: str | None, registered_model_name: str,
+                 tracking_uri: str | None) -> None:
     """Keras MLP streamed from an era-sharded int8 cache: train, log predict.pkl, evaluate, register."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -116,7 +119,8 @@ def keras_stream(data_dir: str, feature_set: str, targets: str, hidden: tuple[in
 
     config = KerasStreamConfig(hidden=hidden, dropout=dropout, noise=noise, epochs=epochs,
                                batch_size=batch_size, learning_rate=learning_rate, lr_schedule=lr_schedule,
-                               warmup_epochs=warmup_epochs, patience=patience, window=shuffle_window,
+                               warmup_epochs=warmup_epochs, patience=patience, weight_decay=weight_decay,
+                               window=shuffle_window,
                                prefetch=prefetch, threads=loader_threads, seed=seed)
     train_dir, val_dir = cache_dirs(path, features, target_list, root=cache_dir)
     click.echo(f"keras_stream: caching train and validation ({len(features)} features) under {train_dir.parent}")
@@ -128,7 +132,8 @@ def keras_stream(data_dir: str, feature_set: str, targets: str, hidden: tuple[in
             "data_dir": str(path), "feature_set": feature_set, "targets": ",".join(target_list),
             "hidden": ",".join(map(str, hidden)), "dropout": dropout, "noise": noise, "epochs": epochs,
             "batch_size": batch_size, "learning_rate": learning_rate, "lr_schedule": lr_schedule,
-            "warmup_epochs": warmup_epochs, "patience": patience, "shuffle_window": shuffle_window,
+            "warmup_epochs": warmup_epochs, "patience": patience, "weight_decay": weight_decay,
+            "shuffle_window": shuffle_window,
             "prefetch": prefetch, "loader_threads": loader_threads, "seed": seed, "n_features": len(features),
         })
         mlflow.log_metrics({

@@ -10,12 +10,15 @@ it is used.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from operator import attrgetter
 
 import numpy as np
 import torch
 
 from mlflow_numerai.families.bayes_nn.priors import BIAS_PRIOR_SCALE, he_scale, weight_prior
 from mlflow_numerai.families.bayes_nn.spec import BNNSpec
+
+SITE_INIT_SCALE = 0.01  # the guide's initial std of the sites other than weights
 
 
 def head_means(out: torch.Tensor, spec: BNNSpec) -> torch.Tensor:
@@ -72,19 +75,34 @@ def initial_values(spec: BNNSpec, *, seed: int, sigma: Sequence[float]) -> dict[
     return values
 
 
-def bnn_guide(model: Callable, spec: BNNSpec, *, seed: int, sigma: Sequence[float], init_scale: float = 0.01,
-              zero_output: bool = False):
+def bnn_guide(model: Callable, spec: BNNSpec, *, seed: int, sigma: Sequence[float], init_scale: float = 0.05,
+              zero_output: bool = True):
     """Mean-field Gaussian guide (`AutoNormal`) started at the He initialisation; with
     `zero_output` the output layer's weights start at 0 (the net starts as the constant mean: a
     random function of the He draw is larger than the weak signal and takes steps to unlearn).
 
-    A small `init_scale` keeps early samples near that start; the default 0.1 would swamp the
-    He scale of the wider layers."""
+    Each weight's initial std is `init_scale` times its layer's He std, so the members start
+    equally diverse whatever the layer widths (an absolute std is a few percent of a narrow
+    layer's weights, members near-copies that the short SVI budget cannot spread, and a large
+    share of a wide layer's, noise that swamps the signal). Biases, sigma and H4's beta start at
+    `SITE_INIT_SCALE`."""
     from pyro.infer.autoguide import AutoNormal
+    from pyro.infer.autoguide.utils import deep_setattr
+    from pyro.nn.module import PyroParam
 
     inits = initial_values(spec, seed=seed, sigma=sigma)
     if zero_output:
         last = len(spec.layer_shapes) - 1
         inits[f"layer{last}.weight"] = torch.zeros_like(inits[f"layer{last}.weight"])
-    return AutoNormal(model, init_loc_fn=lambda site: inits[site["name"]], init_scale=init_scale)
+    weight_scales = {f"layer{i}.weight": init_scale * he_scale(fan_in)
+                     for i, (fan_in, _) in enumerate(spec.layer_shapes)}
 
+    class LayerScaledAutoNormal(AutoNormal):
+        def _setup_prototype(self, *args, **kwargs):
+            super()._setup_prototype(*args, **kwargs)
+            for name, scale in weight_scales.items():
+                loc = attrgetter(name)(self.locs).detach()
+                deep_setattr(self.scales, name,
+                             PyroParam(torch.full_like(loc, scale), self.scale_constraint, self._event_dims[name]))
+
+    return LayerScaledAutoNormal(model, init_loc_fn=lambda site: inits[site["name"]], init_scale=SITE_INIT_SCALE)

@@ -21,11 +21,12 @@ class KerasStreamConfig:
     dropout: float = 0.0
     noise: float = 0.0
     epochs: int = 10  # the budget: at most this many epochs (early stopping may end sooner)
-    batch_size: int = 4096
-    learning_rate: float = 1e-3  # peak rate, reached after the warm-up
+    batch_size: int = 1024
+    learning_rate: float = 3e-3  # peak rate, reached after the warm-up
     lr_schedule: str = "cosine"  # cosine: warm-up then cosine decay to 1 % over the budget
     warmup_epochs: float = 1.0
     patience: int = 3  # epochs without a better validation corr before stopping (0: never stop)
+    weight_decay: float = 2.0  # AdamW's decoupled decay of the kernels (0: plain Adam)
     window: int = 131072
     prefetch: int = 4
     threads: int = 1  # training leaves little CPU idle: one loader thread contends least
@@ -44,6 +45,8 @@ class KerasStreamConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if not 0.0 <= self.weight_decay < float("inf"):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
         if not self.warmup_epochs >= 0.0:
             raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs!r}")
         if not isinstance(self.patience, (int, np.integer)) or isinstance(self.patience, bool) or self.patience < 0:

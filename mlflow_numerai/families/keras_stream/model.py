@@ -57,7 +57,12 @@ def build_mlp(n_features: int, n_targets: int, config: KerasStreamConfig, *, ste
     model = keras.Sequential(layers, name="numerai_mlp")
     if target_mean is not None:
         model.layers[-1].bias.assign(np.asarray(target_mean, dtype=np.float32).reshape(n_targets))
-    optimizer = keras.optimizers.Adam(learning_rate=learning_rate_schedule(config, steps_per_epoch))
+    schedule = learning_rate_schedule(config, steps_per_epoch)
+    if config.weight_decay > 0:
+        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
+        optimizer.exclude_from_weight_decay(var_names=["bias"])  # the output bias holds the target mean
+    else:
+        optimizer = keras.optimizers.Adam(learning_rate=schedule)
     model.compile(optimizer=optimizer, loss="mse")
     return model
 
