@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: install demo test test-fast ui dashboard bench clean
+.PHONY: install demo test test-fast lint ui dashboard bench clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,11 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest
+
+# ruff (pyproject.toml [tool.ruff]) and the layers contract (import-linter, docs/ARCHITECTURE.md).
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI)

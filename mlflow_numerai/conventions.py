@@ -63,3 +63,9 @@ DEPLOYMENT_TAG_PREFIX = "numerai.deployment."  # registered-model tag numerai.de
 UPLOAD_ID_TAG = "numerai.upload.id"  # on a model version: Numerai's id of its numerapi upload
 PACKAGE_VERSION_TAG = "mlflow_numerai.version"  # run tags of the run context provider
 PYTHON_TAG = "mlflow_numerai.python"
+
+# cli (entry points)
+BNN_MODEL_TAG = "bnn.model"  # on a bnn_study child run: "<prior>/<hidden>" or "baseline/<hidden>"
+BNN_PRIOR_TAG = "bnn.prior"
+BNN_HIDDEN_TAG = "bnn.hidden"
+BNN_BEST_MODEL_TAG = "bnn.best_model"  # on the bnn_study parent run

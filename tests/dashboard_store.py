@@ -318,7 +318,7 @@ def fill_real_store(
 
     from mlflow.tracking import MlflowClient
 
-    from mlflow_numerai.entrypoints import TRAIN_COMMANDS
+    from mlflow_numerai.cli import TRAIN_COMMANDS
     from mlflow_numerai.registry import promote
     from mlflow_numerai.tracking import ensure_tracking_uri
     from mlflow_numerai.uploads.validate import validate

@@ -99,8 +99,8 @@ def _nested_package_imports(path: Path) -> list[str]:
             continue
         for inner in ast.walk(node):
             names = []
-            if isinstance(inner, ast.ImportFrom):
-                names = [("." * inner.level) + (inner.module or "")]
+            if isinstance(inner, ast.ImportFrom):  # `from pkg import mod` imports pkg.mod
+                names = [f"{inner.module}.{a.name}" for a in inner.names]
             elif isinstance(inner, ast.Import):
                 names = [a.name for a in inner.names]
             found += [(n, inner.lineno) for n in names if n.startswith("mlflow_numerai")]

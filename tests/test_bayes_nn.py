@@ -425,10 +425,10 @@ def test_params_already_logged_by_mlflow_run_are_not_relogged(tracking_uri):
     "512.0"); logging them again raised 'Changing param values is not allowed'."""
     import mlflow
 
-    from mlflow_numerai.entrypoints.bayes_nn import log_params_once
+    from mlflow_numerai.entrypoints.common import log_new_params
 
     with mlflow.start_run() as run:
         mlflow.log_params({"memory_budget_mb": "512", "epochs": "3"})
-        log_params_once({"memory_budget_mb": 512.0, "epochs": 3, "guide": "AutoNormal"})
+        log_new_params({"memory_budget_mb": 512.0, "epochs": 3, "guide": "AutoNormal"})
     params = mlflow.get_run(run.info.run_id).data.params
     assert params == {"memory_budget_mb": "512", "epochs": "3", "guide": "AutoNormal"}

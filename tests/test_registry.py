@@ -445,3 +445,30 @@ def test_interleaved_validations_keep_each_others_history(client, uniq):
     history = upload_state(uniq, v1, client)["history"]
     assert [h["state"] for h in history] == [PENDING, PENDING, RUNNING, RUNNING, FAILED, VALIDATING, SUCCESS]
     assert upload_state(uniq, v1, client)["state"] == SUCCESS
+
+
+def test_a_promotion_overtaken_mid_audit_leaves_a_true_record(client, uniq, monkeypatch):
+    """Seen against the team server under load: B moves @champion to 2, A moves it to 1 and writes
+    its record, then B writes its record late: the alias said 1 and the record 2."""
+    from mlflow_numerai.registry import promotion
+
+    v1, v2 = _bare_versions(client, uniq, 2)
+    _mark(client, uniq, v1, SUCCESS)
+    _mark(client, uniq, v2, SUCCESS)
+    real_audit = promotion._audit
+    overtaken = []
+
+    def audit(c, result):
+        if result.version == v2 and not overtaken:
+            overtaken.append(True)
+            promote(uniq, v1, client=client)  # A: the whole promotion between B's move and B's record
+        real_audit(c, result)
+
+    monkeypatch.setattr(promotion, "_audit", audit)
+    promote(uniq, v2, client=client)
+    assert overtaken
+    model = client.get_registered_model(uniq)
+    assert str(model.aliases["champion"]) == v1
+    assert model.tags["numerai.promotion.champion.version"] == v1
+    assert model.tags["numerai.promotion.champion.time"] == client.get_model_version(uniq, v1).tags[
+        "numerai.promotion.time"]

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from mlflow_numerai.cli import main
-from mlflow_numerai.entrypoints import study as study_module
+from mlflow_numerai.studies import optuna as study_module
 
 
 def invoke(*args: str):

@@ -1,7 +1,11 @@
 """The `mlflow-numerai` command.
 
 Sub-commands live in their own modules and are imported only when invoked, so `--help` and
-light commands never pay for TensorFlow or torch start-up.
+light commands never pay for TensorFlow or torch start-up. Where a command lives, one rule:
+a command that trains or builds a model and logs MLflow runs (`train <family>`, `ensemble`,
+`study`, `pipeline`) is an MLflow Projects entry point in `mlflow_numerai/entrypoints/`; every
+other command (`data`, `validate`, `promote`, `dashboard`) is a thin click module in
+`mlflow_numerai/cli/<name>.py` over its domain package. Domain modules import no click.
 
 One error convention for every command: a bad input (`InputError`, a file that cannot be read or
 written, a wrong value) ends with one line, `Error: <what is wrong>`, and exit status 2; anything
@@ -21,13 +25,14 @@ from mlflow_numerai.errors import InputError
 # name -> ("module:attribute", short help). Each attribute is a click command or group.
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("mlflow_numerai.cli.data:data", "Make synthetic Numerai data or download the real set."),
-    "train": ("mlflow_numerai.entrypoints:train", "Train a model family and log it to MLflow."),
+    "train": ("mlflow_numerai.cli:train", "Train a model family and log it to MLflow."),
     "validate": ("mlflow_numerai.cli.validate:validate", "Run a predict.pkl in Numerai's sandbox limits."),
     "promote": ("mlflow_numerai.cli.promote:promote_command", "Move an alias to a validated model version."),
     "ensemble": ("mlflow_numerai.entrypoints.ensemble:ensemble", "Blend registered models into one predict.pkl model."),
     "dashboard": ("mlflow_numerai.cli.dashboard:dashboard_command", "Start the Streamlit dashboard."),
     "study": ("mlflow_numerai.entrypoints.study:study", "Hyper-parameter study on Optuna, shared by many workers."),
-    "pipeline": ("mlflow_numerai.entrypoints.pipeline:pipeline", "Run the whole job: data, models, validation, promotion."),
+    "pipeline": ("mlflow_numerai.entrypoints.pipeline:pipeline",
+                 "Run the whole job: data, models, validation, promotion."),
 }
 
 
@@ -97,6 +102,23 @@ class Main(LazyGroup):
 @click.version_option(package_name="mlflow-numerai")
 def main() -> None:
     """Numerai modelling on MLflow: train, package predict.pkl, validate, promote, compare."""
+
+
+# `train <family>`: name -> ("module:attribute", short help); a new family adds its line here.
+TRAIN_COMMANDS: dict[str, tuple[str, str]] = {
+    "baseline": ("mlflow_numerai.entrypoints.baseline:baseline", "Ridge regression on a feature set (fast)."),
+    "keras-stream": ("mlflow_numerai.entrypoints.keras_stream:keras_stream",
+                     "Keras MLP streamed from an era-sharded cache."),
+    "bayes-nn": ("mlflow_numerai.entrypoints.bayes_nn:bayes_nn",
+                 "Pyro Bayesian NN: posterior ensemble and uncertainty."),
+    "bnn-study": ("mlflow_numerai.entrypoints.bayes_nn:bnn_study", "Priors x architectures study of the Bayesian NN."),
+    "varmax": ("mlflow_numerai.entrypoints.varmax:varmax", "statsmodels VARMAX with an order search."),
+}
+
+
+@click.group(cls=LazyGroup, lazy=TRAIN_COMMANDS)
+def train() -> None:
+    """Train a model family and log it to MLflow as a Numerai pyfunc."""
 
 
 if __name__ == "__main__":

@@ -15,12 +15,38 @@ architecture, and logs the Jensen-Shannon divergence matrix between the models o
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import mlflow
+
+from mlflow_numerai.conventions import (
+    BNN_BEST_MODEL_TAG,
+    BNN_HIDDEN_TAG,
+    BNN_MODEL_TAG,
+    BNN_PRIOR_TAG,
+    FAMILY_TAG,
+    MODEL_ARTIFACT,
+)
+from mlflow_numerai.data import io as data_io
+from mlflow_numerai.data.cache import cache_dirs
+from mlflow_numerai.data.stream import BatchStream
+from mlflow_numerai.entrypoints import options
+from mlflow_numerai.entrypoints.common import (
+    build_split_cache,
+    evaluate_on_validation,
+    export_data_env,
+    log_new_params,
+    read_split,
+    register,
+    registered_name,
+    resolve_data_options,
+    start_family_run,
+)
+from mlflow_numerai.packaging import log_numerai_model
+from mlflow_numerai.tracking import ensure_tracking_uri
 
 FAMILY = "bayes_nn"
 STUDY_FAMILY = "bnn_study"
@@ -29,7 +55,7 @@ ARTIFACT_DIR = "bnn"
 PRIOR_CHOICES = ("uniform", "normal", "laplace")  # = families.bayes_nn.PRIORS (no torch import for --help)
 TARGET_MODEL_CHOICES = ("single", "h1", "h2", "h3", "h4")  # = families.bayes_nn.TARGET_MODELS
 # SVI defaults: the seed's. The study in benchmarks/README.md ("Families that learn") measured
-# --epochs 3 --lr 0.01 --final-lr-fraction 0.1 --output-init zero as better and faster; it is not
+# --epochs 3 --learning-rate 0.01 --final-lr-fraction 0.1 --output-init zero as better and faster; it is not
 # the default yet because the family's tests have not been run with it (issue 17).
 EPOCHS, LR, FINAL_LR_FRACTION, INIT_SCALE, PRIOR_SCALE = 30, 1e-3, 1.0, 0.01, 1.0
 
@@ -51,15 +77,12 @@ def load_data(path: Path, features: list[str], targets: tuple[str, ...], *, batc
     """Training batches streamed from the int8 era cache of train (built once, shared with
     keras_stream; rows with a NaN target left out and counted by the cache), and validation
     features/target/eras in memory (the posterior study scores every row against S samples)."""
-    from mlflow_numerai.data import io as data_io
-    from mlflow_numerai.data.cache import build_cache, cache_dirs
-    from mlflow_numerai.data.stream import BatchStream
-    from mlflow_numerai.families import bayes_nn as bnn
+    from mlflow_numerai.families import bayes_nn as bnn  # torch
 
     train_dir, _ = cache_dirs(path, features, list(targets))
-    cache = build_cache(data_io.split_path(path, "train"), train_dir, features, list(targets))
+    cache = build_split_cache(path, "train", train_dir, features, list(targets))
     dropped_train = int(cache.manifest.get("rows_dropped_nan_target", 0))
-    valid = data_io.read_split(path, "validation", columns=[*features, "target"])
+    valid = read_split(path, "validation", columns=[*features, "target"])
     valid, dropped_valid = bnn.drop_nan_targets(valid, ["target"])
     if cache.n_rows == 0 or len(valid) == 0:
         raise click.ClickException(f"no rows left after dropping NaN targets {list(targets)}")
@@ -86,20 +109,8 @@ def set_threads(threads: int) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def log_params_once(params: dict) -> None:
-    """Log params the active run does not have yet (under `mlflow run`, MLflow has already
-    logged the entry point's own parameters, formatted its way)."""
-    import mlflow
-
-    run = mlflow.active_run()
-    existing = mlflow.get_run(run.info.run_id).data.params if run else {}
-    mlflow.log_params({k: v for k, v in params.items() if k not in existing})
-
-
 def log_frame(frame, artifact: str) -> None:
     """Log a DataFrame as CSV at `artifact` (a path under the run's artifacts)."""
-    import mlflow
-
     mlflow.log_text(frame.to_csv(), artifact)
 
 
@@ -189,7 +200,6 @@ def plot_js(matrix):
 
 def log_figure(fig, artifact: str) -> None:
     import matplotlib.pyplot as plt
-    import mlflow
 
     mlflow.log_figure(fig, artifact)
     plt.close(fig)
@@ -198,8 +208,6 @@ def log_figure(fig, artifact: str) -> None:
 def log_study(study, label: str) -> None:
     """Log a posterior study's metrics, tables and plots on the active run."""
     import math
-
-    import mlflow
 
     mlflow.log_metrics({k: v for k, v in study.metrics.items() if not math.isnan(v)})
     log_frame(study.per_era[["ensemble_corr", "uncertainty", "burn"]], f"{ARTIFACT_DIR}/per_era.csv")
@@ -227,9 +235,7 @@ def echo_study(label: str, metrics: dict) -> None:
 def train_and_study(data: Prepared, spec, *, epochs, lr, n_samples, budget_bytes, seed, label,
                     init_scale=0.01, final_lr_fraction=1.0, zero_output=False):
     """SVI fit (per-epoch metrics logged), S posterior samples, posterior study (logged)."""
-    import mlflow
-
-    from mlflow_numerai.families import bayes_nn as bnn
+    from mlflow_numerai.families import bayes_nn as bnn  # torch
     from mlflow_numerai.studies.bnn import study_posterior
 
     def on_epoch(epoch: int, metrics: dict) -> None:
@@ -251,57 +257,48 @@ def train_and_study(data: Prepared, spec, *, epochs, lr, n_samples, budget_bytes
 
 def common_options(func):
     """Options shared by `bayes-nn` and `bnn-study`."""
-    options = [
-        click.option("--data-dir", default="synthetic", show_default=True,
-                     help='Numerai data directory, or "synthetic" for the default synthetic set.'),
-        click.option("--feature-set", default="small", show_default=True, help="Feature set of features.json."),
+    shared = [
+        options.data_dir_option(),
+        options.feature_set_option(),
         click.option("--target-model", type=click.Choice(TARGET_MODEL_CHOICES), default="single", show_default=True,
                      help="single target, or the seed's multi-target hypotheses H1-H4 (scored on `target`)."),
-        click.option("--epochs", type=click.IntRange(min=1), default=EPOCHS, show_default=True,
-                     help="SVI epochs (steps = epochs x batches per epoch)."),
-        click.option("--batch-size", type=click.IntRange(min=1), default=4096, show_default=True),
-        click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), default=LR, show_default=True,
-                     help="Adam learning rate of SVI at the first step."),
-        click.option("--final-lr-fraction", type=click.FloatRange(0.0, 1.0, min_open=True), default=FINAL_LR_FRACTION,
-                     show_default=True, help="SVI learning rate at the last step, as a fraction of --lr "
-                     "(geometric decay; 1: constant)."),
-        click.option("--init-scale", type=click.FloatRange(min=0.0, min_open=True), default=INIT_SCALE,
+        options.epochs_option(EPOCHS, "SVI epochs (steps = epochs x batches per epoch)."),
+        options.batch_size_option(4096),
+        options.learning_rate_option(LR, "Adam learning rate of SVI at the first step."),
+        click.option("--final-lr-fraction", type=options.FiniteFloatRange(0.0, 1.0, min_open=True),
+                     default=FINAL_LR_FRACTION, show_default=True, help="SVI learning rate at the last step, as "
+                     "a fraction of --learning-rate (geometric decay; 1: constant)."),
+        click.option("--init-scale", type=options.FiniteFloatRange(min=0.0, min_open=True), default=INIT_SCALE,
                      show_default=True, help="Initial standard deviation of the guide's weights."),
         click.option("--output-init", type=click.Choice(["he", "zero"]), default="he", show_default=True,
                      help="Start of the guide's output-layer means: He draws, or 0 (the net starts as the "
                      "target mean)."),
-        click.option("--prior-scale", type=click.FloatRange(min=0.0, min_open=True), default=PRIOR_SCALE,
+        click.option("--prior-scale", type=options.FiniteFloatRange(min=0.0, min_open=True), default=PRIOR_SCALE,
                      show_default=True, help="Weight prior standard deviation in units of He's sqrt(2 / fan_in)."),
         click.option("--n-samples", type=click.IntRange(min=2), default=1000, show_default=True,
                      help="Posterior weight samples S drawn for the study."),
-        click.option("--memory-budget-mb", type=click.FloatRange(min=0.0, min_open=True), default=512.0,
+        click.option("--memory-budget-mb", type=options.FiniteFloatRange(min=0.0, min_open=True), default=512.0,
                      show_default=True, help="Memory for one block of the batched predictive (MiB)."),
-        click.option("--seed", type=int, default=0, show_default=True),
+        options.seed_option(),
         click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
                      help="torch threads (0: one per core)."),
-        click.option("--tracking-uri", default=None,
-                     help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)."),
+        options.tracking_uri_option(),
     ]
-    for option in reversed(options):
+    for option in reversed(shared):
         func = option(func)
     return func
 
 
 def _setup(data_dir, feature_set, tracking_uri, threads):
-    from mlflow_numerai.entrypoints.baseline import DATA_VERSION_ENV, FEATURE_SET_ENV, resolve_data_options
-    from mlflow_numerai.tracking import ensure_tracking_uri
-
+    path, features, version = resolve_data_options(data_dir, feature_set, "target")
     ensure_tracking_uri(tracking_uri)
     set_threads(threads)
-    path, features, version = resolve_data_options(data_dir, feature_set, "target")
-    os.environ[DATA_VERSION_ENV] = version
-    os.environ[FEATURE_SET_ENV] = feature_set
+    export_data_env(version, feature_set)
     return path, features, version
 
 
 def _load(path, features, target_model, *, batch_size, seed):
-    from mlflow_numerai.data import io as data_io
-    from mlflow_numerai.families import bayes_nn as bnn
+    from mlflow_numerai.families import bayes_nn as bnn  # torch
 
     targets = bnn.TARGET_MODELS[target_model]
     try:
@@ -314,8 +311,6 @@ def _load(path, features, target_model, *, batch_size, seed):
 
 
 def _log_data_metrics(data: Prepared) -> None:
-    import mlflow
-
     mlflow.log_metrics({"train_rows": float(data.train.n_rows), "validation_rows": float(len(data.x_valid)),
                         "train_rows_dropped_nan": float(data.dropped_train),
                         "validation_rows_dropped_nan": float(data.dropped_valid)})
@@ -325,22 +320,17 @@ def _log_data_metrics(data: Prepared) -> None:
 @common_options
 @click.option("--prior", type=click.Choice(PRIOR_CHOICES), default="normal", show_default=True,
               help="Weight prior: improper flat, He-scaled normal, or Laplace with He's variance.")
-@click.option("--hidden", default="128-64-64", show_default=True,
-              help='Hidden layer sizes, e.g. "128-64-64", "128", or "none" (0 to 3 layers).')
+@options.hidden_option("128,64,64", options.HIDDEN_HELP + " At most 3 layers.")
 @click.option("--k-model-samples", type=click.IntRange(min=1), default=100, show_default=True,
               help="Posterior samples K stored in predict.pkl (its ensemble mean is the prediction).")
-@click.option("--registered-model-name", default=DEFAULT_REGISTERED_NAME, show_default=True,
-              help='Registry name for the model; "" or "none" to skip registration.')
-def bayes_nn(data_dir, feature_set, target_model, epochs, batch_size, lr, final_lr_fraction, init_scale,
-             output_init, prior_scale, n_samples, memory_budget_mb, seed, threads, tracking_uri, prior, hidden, k_model_samples,
-             registered_model_name) -> None:
+@options.registered_model_name_option(DEFAULT_REGISTERED_NAME)
+def bayes_nn(data_dir, feature_set, target_model, epochs, batch_size, learning_rate, final_lr_fraction, init_scale,
+             output_init, prior_scale, n_samples, memory_budget_mb, seed, threads, tracking_uri, prior, hidden,
+             k_model_samples, registered_model_name) -> None:
     """Bayesian NN (Pyro SVI): posterior ensemble, members, burn AUC; log predict.pkl, register."""
-    import mlflow
+    from mlflow_numerai.families import bayes_nn as bnn  # torch
 
-    from mlflow_numerai.entrypoints.baseline import evaluate_numerai, numerai_evaluator_config
-    from mlflow_numerai.families import bayes_nn as bnn
-    from mlflow_numerai.packaging import log_numerai_model
-
+    lr = learning_rate
     try:
         sizes = bnn.parse_hidden(hidden)
     except ValueError as exc:
@@ -348,11 +338,11 @@ def bayes_nn(data_dir, feature_set, target_model, epochs, batch_size, lr, final_
     path, features, version = _setup(data_dir, feature_set, tracking_uri, threads)
     spec = bnn.BNNSpec(n_features=len(features), hidden=sizes, prior=prior, target_model=target_model,
                        prior_scale=prior_scale)
-    register_as = None if registered_model_name.strip().lower() in ("", "none") else registered_model_name
+    register_as = registered_name(registered_model_name)
     label = f"{prior}/{'-'.join(map(str, sizes)) or 'linear'}/{target_model}"
 
-    with mlflow.start_run(run_name=f"bayes_nn-{prior}", tags={"numerai.family": FAMILY}) as run:
-        log_params_once({"data_dir": str(path), "feature_set": feature_set, "n_features": len(features),
+    with start_family_run(FAMILY, run_name=f"bayes_nn-{prior}") as run:
+        log_new_params({"data_dir": str(path), "feature_set": feature_set, "n_features": len(features),
                            "prior": prior, "hidden": "-".join(map(str, sizes)) or "none",
                            "target_model": target_model, "targets": ",".join(spec.targets), "epochs": epochs,
                            "batch_size": batch_size, "lr": lr, "final_lr_fraction": final_lr_fraction,
@@ -367,22 +357,14 @@ def bayes_nn(data_dir, feature_set, target_model, epochs, batch_size, lr, final_
                                          seed=seed, label=label, init_scale=init_scale,
                                          final_lr_fraction=final_lr_fraction, zero_output=output_init == "zero")
         predict = bnn.make_predict(features, samples, k=k_model_samples)
-        info = log_numerai_model(predict, "model", data_dir=path, feature_set=feature_set, data_version=version,
+        info = log_numerai_model(predict, MODEL_ARTIFACT, data_dir=path, feature_set=feature_set, data_version=version,
                                  metadata={"bnn_prior": prior, "bnn_hidden": list(sizes),
                                            "bnn_target_model": target_model, "bnn_k_samples": predict.n_samples})
         click.echo(f"bayes_nn: logged {info.model_uri}")
-        from mlflow_numerai.data import io as data_io
-
-        validation = data_io.read_split(path, "validation")
-        config = numerai_evaluator_config(path, feature_set, "target", churn_model=register_as)
-        if "meta_model" in config:
-            mlflow.log_param("mmc_benchmark", config["meta_model"].name)
-        metrics = evaluate_numerai(info.model_uri, validation, "target", config)
+        metrics = evaluate_on_validation(info.model_uri, path, feature_set, "target", churn_model=register_as)
         click.echo(f"bayes_nn: evaluator numerai_corr_mean={metrics.get('numerai_corr_mean', float('nan')):.4f}")
         if register_as:
-            version_info = mlflow.register_model(info.model_uri, register_as,
-                                                 tags={"numerai.family": FAMILY, "numerai.run_id": run.info.run_id})
-            click.echo(f"bayes_nn: registered {register_as} version {version_info.version}")
+            register(info.model_uri, register_as, FAMILY, run.info.run_id)
 
 
 # --------------------------------------------------------------------------------------------
@@ -403,34 +385,34 @@ def parse_list(text: str, name: str) -> list[str]:
               help="Comma-separated priors to compare.")
 @click.option("--architectures", default="none,128,128-64,128-64-64", show_default=True,
               help='Comma-separated hidden sizes ("none" = no hidden layer).')
-@click.option("--baseline-lr", type=click.FloatRange(min=0.0, min_open=True), default=1e-2, show_default=True,
+@click.option("--baseline-lr", type=options.FiniteFloatRange(min=0.0, min_open=True), default=1e-2, show_default=True,
               help="Adam learning rate of the deterministic baseline.")
 @click.option("--with-baseline/--no-baseline", default=True, show_default=True,
               help="Also train the deterministic baseline (MSE, He init) per architecture.")
-def bnn_study(data_dir, feature_set, target_model, epochs, batch_size, lr, final_lr_fraction, init_scale,
-              output_init, prior_scale, n_samples, memory_budget_mb, seed, threads, tracking_uri, priors, architectures,
-              baseline_lr, with_baseline) -> None:
+def bnn_study(data_dir, feature_set, target_model, epochs, batch_size, learning_rate, final_lr_fraction, init_scale,
+              output_init, prior_scale, n_samples, memory_budget_mb, seed, threads, tracking_uri, priors,
+              architectures, baseline_lr, with_baseline) -> None:
     """Priors x architectures study (nested runs) plus the baseline; JS divergence matrix."""
-    import mlflow
     import pandas as pd
 
-    from mlflow_numerai.families import bayes_nn as bnn
+    from mlflow_numerai.families import bayes_nn as bnn  # torch
     from mlflow_numerai.studies.bnn import js_divergence_matrix, study_posterior
 
+    lr = learning_rate
     prior_list = parse_list(priors, "'--priors'")
     for p in prior_list:
         if p not in bnn.PRIORS:
             raise click.BadParameter(f"unknown prior {p!r}; choose from {list(bnn.PRIORS)}", param_hint="'--priors'")
     try:
-        archs = [bnn.parse_hidden(a) for a in parse_list(architectures, "'--architectures'")]
+        archs = [bnn.parse_hidden(options.parse_hidden(a)) for a in parse_list(architectures, "'--architectures'")]
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'--architectures'") from exc
     path, features, version = _setup(data_dir, feature_set, tracking_uri, threads)
     budget = int(memory_budget_mb * 2**20)
     summary, members = [], {}
 
-    with mlflow.start_run(run_name="bnn_study", tags={"numerai.family": STUDY_FAMILY}):
-        log_params_once({"data_dir": str(path), "feature_set": feature_set, "n_features": len(features),
+    with start_family_run(STUDY_FAMILY):
+        log_new_params({"data_dir": str(path), "feature_set": feature_set, "n_features": len(features),
                            "priors": ",".join(prior_list), "architectures": architectures,
                            "target_model": target_model, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                            "baseline_lr": baseline_lr, "n_samples": n_samples, "seed": seed,
@@ -442,9 +424,9 @@ def bnn_study(data_dir, feature_set, target_model, epochs, batch_size, lr, final
             if with_baseline:
                 label = f"baseline/{arch}"
                 with mlflow.start_run(run_name=label, nested=True,
-                                      tags={"numerai.family": STUDY_FAMILY, "bnn.model": label, "bnn.prior": "none",
-                                            "bnn.hidden": arch}):
-                    mlflow.log_params({"model": "baseline", "hidden": arch, "lr": baseline_lr, "epochs": epochs,
+                                      tags={FAMILY_TAG: STUDY_FAMILY, BNN_MODEL_TAG: label, BNN_PRIOR_TAG: "none",
+                                            BNN_HIDDEN_TAG: arch}):
+                    log_new_params({"model": "baseline", "hidden": arch, "lr": baseline_lr, "epochs": epochs,
                                        "batch_size": batch_size, "seed": seed})
                     fit = bnn.fit_baseline(
                         data.train, sizes, epochs=epochs, lr=baseline_lr, seed=seed,
@@ -462,9 +444,9 @@ def bnn_study(data_dir, feature_set, target_model, epochs, batch_size, lr, final
                 spec = bnn.BNNSpec(n_features=len(features), hidden=sizes, prior=prior, target_model=target_model,
                                    prior_scale=prior_scale)
                 with mlflow.start_run(run_name=label, nested=True,
-                                      tags={"numerai.family": STUDY_FAMILY, "bnn.model": label, "bnn.prior": prior,
-                                            "bnn.hidden": arch}):
-                    mlflow.log_params({"model": "bayes_nn", "prior": prior, "hidden": arch,
+                                      tags={FAMILY_TAG: STUDY_FAMILY, BNN_MODEL_TAG: label, BNN_PRIOR_TAG: prior,
+                                            BNN_HIDDEN_TAG: arch}):
+                    log_new_params({"model": "bayes_nn", "prior": prior, "hidden": arch,
                                        "target_model": target_model, "epochs": epochs, "batch_size": batch_size,
                                        "lr": lr, "final_lr_fraction": final_lr_fraction, "init_scale": init_scale,
                                        "output_init": output_init, "prior_scale": prior_scale,
@@ -486,6 +468,6 @@ def bnn_study(data_dir, feature_set, target_model, epochs, batch_size, lr, final
         best = table["ensemble_corr_mean"].idxmax()
         mlflow.log_metrics({"best_ensemble_corr_mean": float(table["ensemble_corr_mean"].max()),
                             "n_models": float(len(table))})
-        mlflow.set_tag("bnn.best_model", best)
+        mlflow.set_tag(BNN_BEST_MODEL_TAG, best)
         click.echo(f"bnn_study: {len(table)} models; best ensemble corr {best} "
                    f"{table['ensemble_corr_mean'].max():.4f}")

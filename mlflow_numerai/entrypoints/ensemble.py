@@ -26,6 +26,43 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
+import mlflow
+import numpy as np
+import pandas as pd
+
+from mlflow_numerai import ensembles
+from mlflow_numerai.conventions import (
+    ENSEMBLE_MEMBERS_TAG,
+    ENSEMBLE_NEUTRALIZATION_TAG,
+    ENSEMBLE_OBJECTIVE_TAG,
+    ENSEMBLE_WEIGHTS_TAG,
+    MODEL_ARTIFACT,
+)
+from mlflow_numerai.data import io as data_io
+from mlflow_numerai.ensembles import EnsembleError, call_member
+from mlflow_numerai.entrypoints import options
+from mlflow_numerai.entrypoints.common import (
+    evaluate_numerai,
+    log_new_params,
+    numerai_evaluator_config,
+    read_split,
+    start_family_run,
+)
+from mlflow_numerai.entrypoints.common import (
+    register as register_version,
+)
+from mlflow_numerai.packaging import (
+    OutputContractError,
+    PackagingError,
+    check_numerai_output,
+    download_predict_pkl,
+    load_predict,
+    log_numerai_model,
+    predict_arity,
+)
+from mlflow_numerai.plugins.evaluator import model_input, numerai_scores, parse_config
+from mlflow_numerai.registry import RegistryError, resolve_model_version
+from mlflow_numerai.tracking import ensure_tracking_uri
 
 FAMILY = "ensemble"
 ARTIFACT_DIR = "ensemble"
@@ -35,10 +72,10 @@ SIDE_BY_SIDE_FILE = "side_by_side.csv"
 PER_ERA_FILE = "per_era_corr.csv"
 MEMBER_CORR_FILE = "member_corr.csv"
 PLOT_FILE = "members_vs_blend.png"
-LINEAGE_TAG = "numerai.ensemble.members"
-WEIGHTS_TAG = "numerai.ensemble.weights"
-NEUTRALIZATION_TAG = "numerai.ensemble.neutralization"
-OBJECTIVE_TAG = "numerai.ensemble.objective"
+LINEAGE_TAG = ENSEMBLE_MEMBERS_TAG  # the names the tests and older code use
+WEIGHTS_TAG = ENSEMBLE_WEIGHTS_TAG
+NEUTRALIZATION_TAG = ENSEMBLE_NEUTRALIZATION_TAG
+OBJECTIVE_TAG = ENSEMBLE_OBJECTIVE_TAG
 BLEND_NAME = "ensemble"
 
 
@@ -76,12 +113,6 @@ def split_members(values: tuple[str, ...] | list[str]) -> list[str]:
 
 def load_member(uri: str, workdir: Path) -> LoadedMember:
     """Resolve, check and load one member; EnsembleError naming it when it cannot be a member."""
-    import mlflow
-
-    from mlflow_numerai.ensembles import EnsembleError
-    from mlflow_numerai.packaging import PackagingError, download_predict_pkl, load_predict, predict_arity
-    from mlflow_numerai.registry import RegistryError, resolve_model_version
-
     try:
         resolved = resolve_model_version(uri)
     except RegistryError as exc:
@@ -111,9 +142,6 @@ def load_member(uri: str, workdir: Path) -> LoadedMember:
 
 def check_members_on_live(members: list[LoadedMember], live, benchmarks) -> None:
     """Every member must run on live and meet the output contract; EnsembleError naming it."""
-    from mlflow_numerai.ensembles import EnsembleError, call_member
-    from mlflow_numerai.packaging import OutputContractError, check_numerai_output
-
     for m in members:
         try:
             out = call_member(m.label, m.predict, m.arity, live, benchmarks)
@@ -126,10 +154,6 @@ def check_members_on_live(members: list[LoadedMember], live, benchmarks) -> None
 
 def member_predictions(members: list[LoadedMember], frame, benchmarks=None):
     """Each member's predictions on `frame` (ids x member labels); EnsembleError naming a failure."""
-    import pandas as pd
-
-    from mlflow_numerai.ensembles import EnsembleError, call_member
-
     columns = {}
     for m in members:
         started = time.perf_counter()
@@ -137,7 +161,8 @@ def member_predictions(members: list[LoadedMember], frame, benchmarks=None):
             columns[m.label] = call_member(m.label, m.predict, m.arity, frame, benchmarks)
         except Exception as exc:
             raise EnsembleError(f"member {m.uri!r} fails on validation: {exc}") from exc
-        click.echo(f"ensemble: {m.label} predicted {len(frame)} validation rows in {time.perf_counter() - started:.1f}s")
+        seconds = time.perf_counter() - started
+        click.echo(f"ensemble: {m.label} predicted {len(frame)} validation rows in {seconds:.1f}s")
     return pd.DataFrame(columns, index=frame.index)
 
 
@@ -149,10 +174,6 @@ def metric_key(label: str) -> str:
 def side_by_side(predictions, validation, cfg) -> tuple:
     """(summary table: one row per member and the blend, per-era corr: eras x columns), scored by
     the `numerai` evaluator's own `numerai_scores`."""
-    import pandas as pd
-
-    from mlflow_numerai.plugins.evaluator import numerai_scores
-
     rows, per_era = [], {}
     for column in predictions.columns:
         scores = numerai_scores(predictions[column], validation, cfg)
@@ -163,7 +184,6 @@ def side_by_side(predictions, validation, cfg) -> tuple:
 
 def plot_members_vs_blend(per_era, weights: dict[str, float], corr_matrix, path: Path) -> Path:
     """Cumulative per-era corr of each member and the blend, the weights, the member correlations."""
-    import numpy as np
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(13, 5))
@@ -199,16 +219,6 @@ def build_ensemble(name: str, member_uris: list[str], *, data_dir: str = "synthe
                    proportion: float = 0.0, feature_set: str = "small", register: bool = True) -> dict:
     """Load, check, fit, log, evaluate and (if `register`) register the ensemble. Returns a summary
     dict (run_id, model_uri, version, weights, scores). EnsembleError on bad members/options."""
-    import mlflow
-    import numpy as np
-    import pandas as pd
-
-    from mlflow_numerai import ensembles
-    from mlflow_numerai.data import io as data_io
-    from mlflow_numerai.entrypoints.baseline import evaluate_numerai, log_new_params, numerai_evaluator_config
-    from mlflow_numerai.packaging import log_numerai_model
-    from mlflow_numerai.plugins.evaluator import model_input, parse_config
-
     if objective not in ensembles.OBJECTIVES:
         raise ensembles.EnsembleError(f"objective must be one of {list(ensembles.OBJECTIVES)}, got {objective!r}")
     if not 0.0 <= proportion <= 1.0:
@@ -227,21 +237,22 @@ def build_ensemble(name: str, member_uris: list[str], *, data_dir: str = "synthe
     labels = [m.label for m in members]
     if len(set(labels)) != len(labels):
         raise ensembles.EnsembleError(f"two member URIs point at the same model version: {labels}")
-    live = data_io.read_split(path, "live")
+    live = read_split(path, "live")
     bench_path = path / "live_benchmark_models.parquet"
     benchmarks = None
     if bench_path.exists():
         benchmarks = pd.read_parquet(bench_path)
         benchmarks = benchmarks.set_index("id") if "id" in benchmarks.columns else benchmarks
     check_members_on_live(members, live, benchmarks)
-    validation = data_io.read_split(path, "validation")
+    validation = read_split(path, "validation")
     config = numerai_evaluator_config(path, feature_set, target)
     cfg = parse_config(config, validation, target)
     preds = member_predictions(members, model_input(validation, cfg))
     eras = validation[cfg.era_col]
 
-    with mlflow.start_run(run_name=f"ensemble {name}", tags={"numerai.family": FAMILY}) as run:
-        log_new_params({"name": name, "members": ",".join(member_uris), "pinned_members": ",".join(m.pinned_uri for m in members),
+    with start_family_run(FAMILY, run_name=f"ensemble {name}") as run:
+        log_new_params({"name": name, "members": ",".join(member_uris),
+                        "pinned_members": ",".join(m.pinned_uri for m in members),
                         "objective": objective, "neutralize_feature_set": neutralize_feature_set or "",
                         "proportion": proportion, "data_dir": data_dir, "target": target, "feature_set": feature_set,
                         "n_members": len(members)})
@@ -257,7 +268,7 @@ def build_ensemble(name: str, member_uris: list[str], *, data_dir: str = "synthe
                           "proportion": proportion if neutral_features else 0.0,
                           "n_features": len(neutral_features), "definition": "numerai-tools neutralize, per era"}
         lineage = [m.lineage(weights[m.label]) for m in members]
-        info = log_numerai_model(predict, "model", data_dir=path, data_version=data_io.data_version(path),
+        info = log_numerai_model(predict, MODEL_ARTIFACT, data_dir=path, data_version=data_io.data_version(path),
                                  metadata={"ensemble": {"members": lineage, "objective": objective,
                                                         "neutralization": neutralization}})
         click.echo(f"ensemble: logged {info.model_uri}")
@@ -294,12 +305,11 @@ def build_ensemble(name: str, member_uris: list[str], *, data_dir: str = "synthe
         click.echo(f"ensemble: evaluator numerai_corr_mean={metrics.get('numerai_corr_mean', float('nan')):.4f}")
         version = None
         if register:
-            tags = {"numerai.family": FAMILY, "numerai.run_id": run.info.run_id,
-                    LINEAGE_TAG: json.dumps(lineage), WEIGHTS_TAG: json.dumps(weights),
+            tags = {LINEAGE_TAG: json.dumps(lineage), WEIGHTS_TAG: json.dumps(weights),
                     NEUTRALIZATION_TAG: json.dumps(neutralization), OBJECTIVE_TAG: objective}
-            version = mlflow.register_model(info.model_uri, name, tags=tags).version
-            click.echo(f"ensemble: registered {name} version {version}; next: mlflow-numerai validate "
-                       f"models:/{name}/{version}, then mlflow-numerai promote {name} --version {version}")
+            version = register_version(info.model_uri, name, FAMILY, run.info.run_id, **tags).version
+            click.echo(f"ensemble: next: mlflow-numerai validate models:/{name}/{version}, "
+                       f"then mlflow-numerai promote {name} --version {version}")
     return {"run_id": run.info.run_id, "model_uri": info.model_uri, "version": version, "weights": weights,
             "side_by_side": table, "per_era": per_era, "member_corr": corr_matrix, "fit": fit}
 
@@ -308,24 +318,19 @@ def build_ensemble(name: str, member_uris: list[str], *, data_dir: str = "synthe
 @click.argument("name")
 @click.option("--member", "members", multiple=True, required=True, metavar="URI",
               help="Member model URI (models:/name@alias, models:/name/3, runs:/...); repeat, or comma-separate.")
-@click.option("--data-dir", default="synthetic", show_default=True,
-              help='Numerai data directory (live checks, validation fit), or "synthetic".')
-@click.option("--target", default="target", show_default=True, help="Target the weights are fitted and scored on.")
+@options.data_dir_option('Numerai data directory (live checks, validation fit), or "synthetic".')
+@options.target_option("Target the weights are fitted and scored on.")
 @click.option("--objective", type=click.Choice(["equal", "corr", "sharpe"]), default="corr", show_default=True,
               help="equal weights, or fitted per era on validation to maximise mean corr or its Sharpe.")
-@click.option("--neutralize-feature-set", default="", help="Feature set of features.json to neutralize the blend to (empty: none).")
-@click.option("--proportion", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+@click.option("--neutralize-feature-set", default="",
+              help="Feature set of features.json to neutralize the blend to (empty: none).")
+@click.option("--proportion", type=options.FiniteFloatRange(0.0, 1.0), default=0.0, show_default=True,
               help="Neutralization proportion (numerai-tools' neutralize); 0: none.")
-@click.option("--feature-set", default="small", show_default=True, help="Feature set for the evaluator's feature exposure.")
-@click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, "
-              "else sqlite:///<cwd>/mlflow.db).")
+@options.feature_set_option("Feature set for the evaluator's feature exposure.")
+@options.tracking_uri_option()
 def ensemble(name: str, members: tuple[str, ...], data_dir: str, target: str, objective: str,
              neutralize_feature_set: str, proportion: float, feature_set: str, tracking_uri: str | None) -> None:
     """Blend registered Numerai models into one predict.pkl registered as NAME (a new version)."""
-    from mlflow_numerai.data.io import DataError
-    from mlflow_numerai.ensembles import EnsembleError
-    from mlflow_numerai.tracking import ensure_tracking_uri
-
     uris = split_members(members)
     if proportion > 0 and not neutralize_feature_set.strip():
         raise click.BadParameter("a proportion > 0 needs --neutralize-feature-set", param_hint="'--proportion'")
@@ -334,5 +339,5 @@ def ensemble(name: str, members: tuple[str, ...], data_dir: str, target: str, ob
         build_ensemble(name, uris, data_dir=data_dir, target=target, objective=objective,
                        neutralize_feature_set=neutralize_feature_set.strip() or None, proportion=proportion,
                        feature_set=feature_set)
-    except (EnsembleError, DataError) as exc:
+    except (EnsembleError, data_io.DataError) as exc:
         raise click.ClickException(f"{exc} (nothing registered)") from exc

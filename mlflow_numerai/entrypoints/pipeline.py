@@ -18,6 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import click
+import mlflow
+
+from mlflow_numerai.conventions import PIPELINE_TAG, UPLOAD_REASON_TAG, UPLOAD_STATE_TAG
+from mlflow_numerai.data.io import cache_root
+from mlflow_numerai.entrypoints.common import log_new_params
+from mlflow_numerai.tracking import ensure_tracking_uri
 
 PIPELINE_DATA = "default"  # --data-dir value: synthetic data made by the `data` step
 SUMMARY_METRICS = ("numerai_corr_mean", "numerai_corr_sharpe", "ensemble_corr_mean", "burn_auc",
@@ -61,7 +67,7 @@ STEPS: tuple[Step, ...] = (
          "Keras MLP streamed from the int8 cache (short run): train, evaluate, register"),
     Step("bayes_nn", "bayes_nn",
          lambda ctx: {"data_dir": str(ctx.data_dir), "feature_set": "small", "prior": "laplace",
-                      "hidden": "32-16", "epochs": 4, "batch_size": 1024, "lr": 0.01, "n_samples": 200,
+                      "hidden": "32,16", "epochs": 4, "batch_size": 1024, "learning_rate": 0.01, "n_samples": 200,
                       "k_model_samples": 50, "registered_model_name": "numerai-bayes-nn"},
          "Pyro Bayesian NN (short run): posterior ensemble, burn AUC, evaluate, register"),
     Step("varmax", "varmax",
@@ -157,15 +163,12 @@ def find_project_dir(explicit: str | None) -> Path:
 
 def default_data_dir() -> Path:
     """Where the pipeline writes its synthetic data (under MLFLOW_NUMERAI_CACHE)."""
-    from mlflow_numerai.data.io import cache_root
-
     return (cache_root() / "pipeline" / "synthetic").resolve()
 
 
 def run_step(step: Step, params: dict[str, Any], project_dir: Path, experiment_id: str,
              parent_run_id: str | None) -> StepResult:
     """Run one step as an MLflow Projects run and collect its metrics and registered versions."""
-    import mlflow
     from mlflow.exceptions import ExecutionException
 
     client = mlflow.MlflowClient()
@@ -196,15 +199,13 @@ def run_step(step: Step, params: dict[str, Any], project_dir: Path, experiment_i
 def registered_states(versions: list[str]) -> list[tuple[str, str, str, str]]:
     """(model, version, upload state, aliases) of "name/version" entries, read at the end (the
     validate and promote steps change them after the training steps)."""
-    import mlflow
-
     client = mlflow.MlflowClient()
     rows = []
     for entry in versions:
         name, _, version = entry.rpartition("/")
         mv = client.get_model_version(name, version)
-        state = mv.tags.get("numerai.upload_state", "not validated")
-        reason = mv.tags.get("numerai.upload_reason")
+        state = mv.tags.get(UPLOAD_STATE_TAG, "not validated")
+        reason = mv.tags.get(UPLOAD_REASON_TAG)
         rows.append((name, version, f"{state} ({reason})" if reason else state, ", ".join(mv.aliases)))
     return rows
 
@@ -267,10 +268,6 @@ def print_summary(results: list[StepResult], tracking_uri: str, data_dir: Path) 
 def pipeline(steps_spec: str, data_dir: str, overrides: tuple[str, ...], project_dir: str | None,
              tracking_uri: str | None) -> None:
     """Run the whole job: data, models, evaluation, registered models."""
-    import mlflow
-
-    from mlflow_numerai.tracking import ensure_tracking_uri
-
     steps = parse_steps(steps_spec)
     step_overrides = parse_overrides(overrides)
     projects = find_project_dir(project_dir)
@@ -290,10 +287,9 @@ def pipeline(steps_spec: str, data_dir: str, overrides: tuple[str, ...], project
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
     results: list[StepResult] = []
-    with mlflow.start_run(run_name="pipeline", tags={"numerai.pipeline": "main"}) as parent:
+    with mlflow.start_run(run_name="pipeline", tags={PIPELINE_TAG: "main"}) as parent:
         # not "steps"/"data_dir": `mlflow run` already logged the entry point's own parameters
-        mlflow.log_params({"pipeline_steps": ",".join(s.name for s in steps),
-                           "pipeline_data_dir": str(data_path)})
+        log_new_params({"pipeline_steps": ",".join(s.name for s in steps), "pipeline_data_dir": str(data_path)})
         for step in steps:
             if step.needs_synthetic and not synthetic:
                 results.append(StepResult(step.name, "SKIPPED", note="--data-dir given: using that data"))

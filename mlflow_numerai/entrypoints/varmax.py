@@ -19,11 +19,26 @@ from pathlib import Path
 from typing import Any
 
 import click
+import mlflow
+
+from mlflow_numerai.conventions import MODEL_ARTIFACT, REGISTERED_VERSION_TAG
+from mlflow_numerai.entrypoints import options
+from mlflow_numerai.entrypoints.common import (
+    export_data_env,
+    log_new_params,
+    register,
+    registered_name,
+    start_family_run,
+)
+from mlflow_numerai.families import varmax as fam
+from mlflow_numerai.packaging import log_numerai_model
+from mlflow_numerai.registry import promote
+from mlflow_numerai.tracking import ensure_tracking_uri
+from mlflow_numerai.uploads.validate import validate
 
 FAMILY = "varmax"
 DEFAULT_REGISTERED_NAME = "numerai-varmax"
 DEFAULT_PRESET = "macrodata-seed"
-DATA_VERSION_ENV = "MLFLOW_NUMERAI_DATA_VERSION"
 MAX_TAG_CHARS = 5000
 
 
@@ -41,8 +56,6 @@ def split_names(value: str | None) -> tuple[str, ...] | None:
 
 def build_config(preset: str, **options: Any):
     """The VarmaxConfig of `preset` ("none": no preset) with the given options replacing its fields."""
-    from mlflow_numerai.families import varmax as fam
-
     overrides = {k: v for k, v in options.items() if v is not None}
     if preset.lower() == "none":
         if not overrides.get("endog"):
@@ -62,9 +75,7 @@ def build_config(preset: str, **options: Any):
 
 def data_version_of(source: str) -> str:
     """`statsmodels-macrodata-<version>`, or `file-<sha256 prefix>` of a data file."""
-    from mlflow_numerai.families.varmax import MACRODATA
-
-    if source == MACRODATA:
+    if source == fam.MACRODATA:
         import statsmodels
 
         return f"statsmodels-macrodata-{statsmodels.__version__}"
@@ -126,11 +137,9 @@ def log_candidate(result) -> None:
     """One candidate order as a nested run: its criteria, test RMSE, fit time and warnings."""
     import math
 
-    import mlflow
-
     with mlflow.start_run(run_name=f"VARMAX({result.p},{result.q})", nested=True,
                           tags={"numerai.varmax.candidate": "true"}):  # no family tag: not a model run
-        mlflow.log_params({"p": result.p, "q": result.q})
+        log_new_params({"p": result.p, "q": result.q})
         metrics = {k: getattr(result, k) for k in ("aic", "bic", "hqic", "test_rmse", "fit_seconds")}
         metrics = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(v)}
         metrics["converged"] = float(result.converged)
@@ -144,10 +153,8 @@ def log_candidate(result) -> None:
 
 def log_winner(outcome) -> None:
     """The winner's order, criteria and per-variable test metrics on the parent run."""
-    import mlflow
-
     winner = next(c for c in outcome.candidates if (c.p, c.q) == outcome.order)
-    mlflow.log_params({"order_p": outcome.order[0], "order_q": outcome.order[1]})
+    log_new_params({"order_p": outcome.order[0], "order_q": outcome.order[1]})
     metrics = {"aic": winner.aic, "bic": winner.bic, "hqic": winner.hqic, "test_rmse": winner.test_rmse,
                "converged": float(winner.converged), "n_candidates": float(len(outcome.candidates))}
     for variable, row in outcome.metrics.iterrows():
@@ -162,14 +169,13 @@ def log_winner(outcome) -> None:
 
 def log_tables(outcome, frame, tmp: Path) -> None:
     """order_search.csv, test_forecast.csv, metrics.csv and the plot under `varmax/`."""
-    import mlflow
-
     out = tmp / "varmax"
     out.mkdir()
     outcome.order_search.to_csv(out / "order_search.csv", index=False)
     outcome.test_forecast.to_csv(out / "test_forecast.csv", index=False)
     outcome.metrics.to_csv(out / "metrics.csv")
-    history = frame[list(outcome.config.endog)].iloc[: -outcome.config.test_periods].tail(3 * outcome.config.test_periods)
+    periods = outcome.config.test_periods
+    history = frame[list(outcome.config.endog)].iloc[:-periods].tail(3 * periods)
     plot_test_forecast(history, outcome.test_forecast, outcome.config.endog, outcome.order,
                        out / "forecast_vs_actual.png")
     mlflow.log_artifacts(str(out), artifact_path="varmax")
@@ -184,9 +190,6 @@ def validate_and_promote(name: str, version: str, alias: str) -> str:
     Returns the upload state; raises click.ClickException when validation does not succeed
     (the version keeps its recorded Failed/Error state and no alias).
     """
-    from mlflow_numerai.registry import promote
-    from mlflow_numerai.uploads.validate import validate
-
     report = validate(f"models:/{name}/{version}", profile="forecast")
     click.echo(f"varmax: sandbox validation of {name} version {version}: {report.status}"
                + (f" ({report.reason}: {report.message})" if report.reason else ""))
@@ -225,25 +228,17 @@ def validate_and_promote(name: str, version: str, alias: str) -> str:
 @click.option("--max-horizon", type=int, default=None, help="Most periods one forecast request may ask for.")
 @click.option("--workers", type=int, default=0, show_default=True,
               help="Processes for the order search (0: one per core; 1: sequential).")
-@click.option("--registered-model-name", default=DEFAULT_REGISTERED_NAME, show_default=True,
-              help='Registry name; "" or "none" to skip registration, validation and promotion.')
+@options.registered_model_name_option(DEFAULT_REGISTERED_NAME, 'Registry name; "" or "none" to skip registration, '
+                                     "validation and promotion.")
 @click.option("--alias", default="champion", show_default=True, help="Alias moved to the validated version.")
 @click.option("--validate/--no-validate", "run_validation", default=True, show_default=True,
               help="Validate the registered version in the sandbox and promote it.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-@click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, "
-              "else sqlite:///<cwd>/mlflow.db).")
+@options.tracking_uri_option()
 def varmax(preset, source, date_column, freq, endog, exog, transform, test_periods, max_p, max_q, criterion,
            trend, maxiter, alpha, max_horizon, workers, registered_model_name, alias, run_validation, progress,
            tracking_uri) -> None:
     """statsmodels VARMAX: time split, parallel order search, forecast model served by MLflow."""
-    import mlflow
-
-    from mlflow_numerai.families import varmax as fam
-    from mlflow_numerai.packaging import log_numerai_model
-    from mlflow_numerai.tracking import ensure_tracking_uri
-
-    ensure_tracking_uri(tracking_uri)
     if workers < 0:
         raise click.BadParameter(f"must be >= 0, got {workers}", param_hint="'--workers'")
     config = build_config(
@@ -257,41 +252,41 @@ def varmax(preset, source, date_column, freq, endog, exog, transform, test_perio
     except (ValueError, FileNotFoundError) as exc:
         raise click.BadParameter(str(exc), param_hint="'--data'") from exc
     version_label = data_version_of(source)
-    os.environ[DATA_VERSION_ENV] = version_label
-    register_as = None if registered_model_name.strip().lower() in ("", "none") else registered_model_name
+    ensure_tracking_uri(tracking_uri)
+    export_data_env(version_label)
+    register_as = registered_name(registered_model_name)
     candidates = fam.candidate_orders(config.max_p, config.max_q)
     n_workers = fam.default_workers(len(candidates)) if workers == 0 else workers
 
-    with mlflow.start_run(run_name=FAMILY, tags={"numerai.family": FAMILY}) as run:
+    with start_family_run(FAMILY) as run:
         # Under `mlflow run` the entry point's raw parameters are already logged under their own
         # names (e.g. endog=""), so the resolved configuration goes under `config.*`.
-        mlflow.log_params({f"config.{k}": ",".join(v) if isinstance(v, tuple) else v
-                           for k, v in asdict(config).items()})
-        mlflow.log_params({"config.preset": preset, "config.data": source, "data_version": version_label,
-                           "config.workers": n_workers, "periods": len(frame),
-                           "first_period": str(frame.index[0]), "last_period": str(frame.index[-1])})
+        log_new_params({f"config.{k}": ",".join(v) if isinstance(v, tuple) else v
+                        for k, v in asdict(config).items()})
+        log_new_params({"config.preset": preset, "config.data": source, "data_version": version_label,
+                        "config.workers": n_workers, "periods": len(frame),
+                        "first_period": str(frame.index[0]), "last_period": str(frame.index[-1])})
         click.echo(f"varmax: {len(candidates)} candidate orders on {len(frame)} periods "
                    f"({config.test_periods} held out), {n_workers} process(es)")
         started = time.perf_counter()
         outcome = fam.train_varmax(frame, config, workers=n_workers, on_candidate=log_candidate, progress=progress)
         mlflow.log_metric("search_and_fit_seconds", time.perf_counter() - started)
         log_winner(outcome)
-        click.echo(f"varmax: winner VARMAX{outcome.order} by {config.criterion}\n{outcome.metrics.round(4).to_string()}")
+        click.echo(f"varmax: winner VARMAX{outcome.order} by {config.criterion}\n"
+                   f"{outcome.metrics.round(4).to_string()}")
         with tempfile.TemporaryDirectory(prefix="varmax-") as tmp:
             log_tables(outcome, frame, Path(tmp))
 
         info = log_numerai_model(
-            outcome.predict, "model", input_example=outcome.input_example, profile="forecast",
+            outcome.predict, MODEL_ARTIFACT, input_example=outcome.input_example, profile="forecast",
             output_contract=output_contract(outcome, frame), data_version=version_label,
             metadata={"numerai_family": FAMILY},
         )
         click.echo(f"varmax: logged {info.model_uri}")
         if not register_as:
             return
-        registered = mlflow.register_model(info.model_uri, register_as,
-                                           tags={"numerai.family": FAMILY, "numerai.run_id": run.info.run_id})
-        click.echo(f"varmax: registered {register_as} version {registered.version}")
-        mlflow.set_tag("numerai.registered_version", f"{register_as}/{registered.version}")
+        registered = register(info.model_uri, register_as, FAMILY, run.info.run_id)
+        mlflow.set_tag(REGISTERED_VERSION_TAG, f"{register_as}/{registered.version}")
     if run_validation:  # after the training run ended: validation logs its own run
         validate_and_promote(register_as, str(registered.version), alias)
 

@@ -9,7 +9,9 @@ and the registered model keeps `numerai.promotion.<alias>.version`/`.previous_ve
 Race safety: a promotion re-reads the version's state right before it moves the alias and again
 after; the validator writes `Failed`/`Error` first and then takes back any alias a promotion put
 on that version (`registry.aliases`). Whatever the interleaving, one of the two sees the other,
-so the alias never stays on a version whose latest state is not Success.
+so the alias never stays on a version whose latest state is not Success. Two promotions racing
+for one alias end with the registered model's record naming the version the alias points at:
+each settles after its audit (`_settle`), rewriting the record from the holder's own tags.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import getpass
 import json
 import re
+import time
 from dataclasses import asdict, dataclass
 
 from mlflow_numerai.conventions import PROMOTION_PREFIX, UPLOAD_REASON_TAG, UPLOAD_STATE_TAG, VALIDATION_RUN_TAG
@@ -142,7 +145,30 @@ def promote(name: str, version: str | int, alias: str = "champion", *, min_corr:
         )
     result = PromotionResult(name, version, alias, previous, utc_now(), gates)
     _audit(client, result)
+    _settle(client, name, alias)
     return result
+
+
+def _settle(client, name: str, alias: str, rounds: int = 5) -> None:
+    """Make the registered model's record of `alias` name the version the alias points at.
+
+    A racing promotion may have moved the alias after ours but written its record before ours:
+    the record is then rewritten from the holder's version tags (written before the record), so
+    whichever promotion finishes last leaves a true record."""
+    key = f"{PROMOTION_PREFIX}.{alias}"
+    for _ in range(rounds):
+        model = client.get_registered_model(name)
+        holder = model.aliases.get(alias)
+        if holder is None or model.tags.get(f"{key}.version") == str(holder):
+            return
+        tags = client.get_model_version(name, str(holder)).tags
+        if tags.get(f"{PROMOTION_PREFIX}.alias") != alias or f"{PROMOTION_PREFIX}.time" not in tags:
+            time.sleep(0.2)  # the holder's promotion is still writing its tags: it settles itself
+            continue
+        for field in ("previous_version", "time", "user"):
+            value = tags.get(f"{PROMOTION_PREFIX}.{field}", "")
+            retrying(client.set_registered_model_tag, name, f"{key}.{field}", value)
+        retrying(client.set_registered_model_tag, name, f"{key}.version", str(holder))
 
 
 def _audit(client, result: PromotionResult) -> None:

@@ -1,1 +1,3 @@
-"""Studies across models: the Bayesian NN posterior study (`bnn`) and the Optuna study logic."""
+"""Studies: the Optuna hyper-parameter study machinery (`studies.optuna`) and the Bayesian NN
+priors x architectures study maths (`studies.bnn`). Free of click; the commands live in
+`mlflow_numerai.entrypoints`."""

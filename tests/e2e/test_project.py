@@ -102,7 +102,8 @@ def test_pipeline_reports_a_failed_step_and_stops_when_later_steps_need_it(tmp_p
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(pipeline_module.pipeline, ["--steps", "data,baseline", "--param", "data.rows_per_era=5"])
+    result = CliRunner().invoke(pipeline_module.pipeline,
+                                ["--steps", "data,baseline", "--param", "data.rows_per_era=5"])
     assert result.exit_code == 1
     assert "failed step(s): data (run " in result.output
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
