@@ -152,9 +152,9 @@ def forecast_frame(
     if steps > len(labels):
         raise ValueError(f"at most {len(labels)} forecast periods, got {steps}")
     values = forecast_values(state, steps, exog, transform=transform, last_level=last_level, alpha=alpha)
-    return pd.DataFrame(values, columns=output_columns(names), index=pd.Index(labels[:steps], name="period"))
+    return pd.DataFrame(values, columns=pd.Index(output_columns(names)), index=pd.Index(labels[:steps], name="period"))
 
 
-def output_columns(names: list[str], dtype: Any = None) -> pd.Index:
+def output_columns(names: list[str]) -> list[str]:
     """`<var>_forecast`, `<var>_lower`, `<var>_upper` per endogenous variable."""
-    return pd.Index([f"{name}_{part}" for name in names for part in ("forecast", "lower", "upper")], dtype=dtype)
+    return [f"{name}_{part}" for name in names for part in ("forecast", "lower", "upper")]
