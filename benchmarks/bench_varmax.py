@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -33,6 +34,9 @@ import numpy as np
 
 BIN = Path(sys.executable).parent
 NAME = "numerai-varmax"
+# uvicorn's own choice (httptools + uvloop with the `serve` extra installed) and the pure-Python
+# pair it falls back to without them, forced through uvicorn's UVICORN_* option variables
+SERVER_STACKS = {"auto": {}, "h11, asyncio": {"UVICORN_HTTP": "h11", "UVICORN_LOOP": "asyncio"}}
 
 
 def bench_search(max_p: int, max_q: int, workers: int) -> None:
@@ -96,10 +100,12 @@ def free_port() -> int:
 
 
 def bench_serving(n_requests: int, concurrency: int, steps: int, serve_workers: list[int]) -> None:
+    import io
     import json
 
     import mlflow
     from click.testing import CliRunner
+    from mlflow.models import infer_signature
     from mlflow.pyfunc import scoring_server
 
     from mlflow_numerai.entrypoints.varmax import varmax
@@ -131,22 +137,32 @@ def bench_serving(n_requests: int, concurrency: int, steps: int, serve_workers: 
         old = lambda: fam.statsmodels_forecast_original_units(  # noqa: E731
             results, steps, request, transform=config.transform, last_level=last, endog_names=config.endog)
         gap = np.max(np.abs(closure(request).iloc[:, 1:].to_numpy() / old().to_numpy() - 1))
-        schema = model.metadata.get_input_schema()
-        parsed = scoring_server._parse_json_data(body, model.metadata, schema).data
-        out = model.predict(parsed)
         parts = {
-            "closure `predict(frame)` (closed form)": timed(lambda: closure(request), 500),
+            "closure `predict(frame)` (closed form)": timed(lambda: closure(request), 2000),
             "statsmodels path (`get_forecast`, the old predict)": timed(old, 50),
-            "JSON body -> DataFrame (`_parse_json_data`)": timed(
-                lambda: scoring_server._parse_json_data(body, model.metadata, schema), 500),
-            "pyfunc `model.predict` (schema enforcement + wrapper + closure)": timed(lambda: model.predict(parsed), 500),
-            "DataFrame -> JSON (`predictions_to_json`)": timed(
-                lambda: scoring_server.predictions_to_json(out, __import__("io").StringIO()), 500),
-            "whole `/invocations` handler without HTTP (`scoring_server.invocations`)": timed(
-                lambda: scoring_server.invocations(body, "application/json", model, schema), 500),
         }
+        signature = model.metadata.signature
+        for label, inputs in (("", signature.inputs), (" [with an input schema]", infer_signature(request).inputs)):
+            signature.inputs = inputs  # what MLflow reads per request; None is what the model logs
+            schema = model.metadata.get_input_schema()
+            parsed = scoring_server._parse_json_data(body, model.metadata, schema).data
+            out = model.predict(parsed)
+            handler = scoring_server.invocations(body, "application/json", model, schema)
+            assert handler.status == 200, handler.response
+            parts.update({
+                f"JSON body -> DataFrame (`_parse_json_data`){label}": timed(
+                    lambda: scoring_server._parse_json_data(body, model.metadata, schema), 1000),  # noqa: B023
+                f"pyfunc `model.predict` (MLflow + wrapper + closure){label}": timed(
+                    lambda: model.predict(parsed), 1000),  # noqa: B023
+                f"DataFrame -> JSON (`predictions_to_json`){label}": timed(
+                    lambda: scoring_server.predictions_to_json(out, io.StringIO()), 1000),  # noqa: B023
+                f"whole `/invocations` handler without HTTP (`scoring_server.invocations`){label}": timed(
+                    lambda: scoring_server.invocations(body, "application/json", model, schema), 1000),  # noqa: B023
+            })
+        signature.inputs = None
         print(f"in-process, {steps}-step forecast of the champion VARMAX(1,0) (seed preset: 10 exog, log-diff), "
-              f"median of repeated calls; closed form vs statsmodels: max relative gap {gap:.1e}")
+              f"median of repeated calls; closed form vs statsmodels: max relative gap {gap:.1e}; the model logs "
+              f"no input schema, the rows marked [with an input schema] put one back (what MLflow did before)")
         print("| what | ms per request |")
         print("| --- | --- |")
         for what, seconds in parts.items():
@@ -158,43 +174,67 @@ def bench_serving(n_requests: int, concurrency: int, steps: int, serve_workers: 
 
         rows = []
         for workers in serve_workers:
-            rows.append((workers, *serve_and_load(tmp, payload, n_requests, concurrency, workers)))
+            for stack, env in SERVER_STACKS.items():
+                rows.append((workers, stack, *serve_and_load(tmp, payload, n_requests, concurrency, workers, env)))
     print(f"\nserved: `mlflow models serve -m models:/{NAME}@champion --env-manager local -w W`, {n_requests} "
           f"requests of {steps} steps at concurrency {concurrency} (own input example, dataframe_split); "
-          f"`/ping` the same way: the HTTP + server floor")
-    print("| workers | p50 ms | p99 ms | requests/s | errors | /ping p50 ms | /ping p99 ms | /ping req/s | load before |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for workers, inv, ping, load in rows:
-        print(f"| {workers} | {inv[0]:.1f} | {inv[1]:.1f} | {inv[2]:.0f} | {inv[3]} | {ping[0]:.1f} | {ping[1]:.1f} "
-              f"| {ping[2]:.0f} | {load} |")
-    for workers, inv, _, _ in rows:
+          "`/ping` the same way: the HTTP + server floor. CPU ms per request: the server's process tree "
+          "(psutil) and this client's own, over the same requests")
+    print("| workers | uvicorn HTTP, loop | p50 ms | p99 ms | requests/s | errors | server CPU ms/req "
+          "| client CPU ms/req | /ping p50 ms | /ping p99 ms | /ping req/s | /ping server CPU ms/req | load before |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for workers, stack, inv, ping, load in rows:
+        print(f"| {workers} | {stack} | {inv[0]:.1f} | {inv[1]:.1f} | {inv[2]:.0f} | {inv[3]} | {inv[4]:.2f} "
+              f"| {inv[5]:.2f} | {ping[0]:.1f} | {ping[1]:.1f} | {ping[2]:.0f} | {ping[4]:.2f} | {load} |")
+    for workers, stack, inv, _, _ in rows:
         if workers == 2:
             ok = inv[1] <= 50 and inv[2] >= 200 and inv[3] == 0
-            print(f"-w 2 target p99 <= 50 ms, >= 200 req/s, 0 errors: {'met' if ok else 'NOT met'} "
+            print(f"-w 2 ({stack}) target p99 <= 50 ms, >= 200 req/s, 0 errors: {'met' if ok else 'NOT met'} "
                   f"(p99 {inv[1]:.1f} ms, {inv[2]:.0f} req/s, {inv[3]} errors)")
+        cpu = inv[4] + inv[5]
+        print(f"-w {workers} ({stack}): server + client CPU {cpu:.2f} ms per request: at most "
+              f"{1000 * os.cpu_count() / cpu:.0f} requests/s on {os.cpu_count()} idle cores with the client here")
 
 
-def serve_and_load(tmp: str, payload: dict, n_requests: int, concurrency: int, workers: int):
-    """((p50 ms, p99 ms, req/s, errors) of /invocations, the same of /ping, load average)."""
+def serve_and_load(tmp: str, payload: dict, n_requests: int, concurrency: int, workers: int, server_env: dict):
+    """((p50 ms, p99 ms, req/s, errors, server CPU ms/req, client CPU ms/req) of /invocations, the
+    same of /ping, load average)."""
+    import psutil
     import requests
 
     port = free_port()
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    log = open(Path(tmp) / f"serve-{workers}.log", "w")
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **server_env}
+    log = open(Path(tmp) / f"serve-{workers}-{len(server_env)}.log", "w")
     proc = subprocess.Popen(
         [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{NAME}@champion", "--env-manager", "local",
          "-h", "127.0.0.1", "-p", str(port), "-w", str(workers)],
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
+    server = psutil.Process(proc.pid)
+
+    def server_cpu() -> float:
+        total = 0.0
+        for p in [server, *server.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = p.cpu_times()
+                total += times.user + times.system
+        return total
+
+    def measured(body):
+        cpu, client = server_cpu(), time.process_time()
+        latencies, errors, wall = load_test(url, body, n_requests, concurrency)
+        cpu, client = server_cpu() - cpu, time.process_time() - client
+        return (*summary(latencies, errors, wall, n_requests), 1000 * cpu / n_requests, 1000 * client / n_requests)
+
     try:
         wait_ready(url, proc)
         session = requests.Session()
         for _ in range(40):  # warm-up (both workers)
             session.post(f"{url}/invocations", json=payload, timeout=60)
         load = f"{os.getloadavg()[0]:.1f}"
-        inv = summary(*load_test(url, payload, n_requests, concurrency), n_requests)
-        ping = summary(*load_test(url, None, n_requests, concurrency), n_requests)
+        inv = measured(payload)
+        ping = measured(None)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
@@ -208,8 +248,9 @@ def summary(latencies: list[float], errors: int, wall: float, n: int) -> tuple[f
 
 
 def timed(fn, repeats: int) -> float:
-    """Median seconds of `fn()` over `repeats` calls (after one warm-up call)."""
-    fn()
+    """Median seconds of `fn()` over `repeats` calls (after a few warm-up calls)."""
+    for _ in range(3):
+        fn()
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
@@ -236,24 +277,32 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
 
 def load_test(url: str, payload: dict | None, n: int, concurrency: int) -> tuple[list[float], int, float]:
     """(latencies of the successful requests, number of errors, wall seconds); `payload` None:
-    GET /ping instead."""
+    GET /ping instead. One keep-alive `http.client` connection per client thread: the client
+    shares the machine's cores with the server, so it is kept lighter than `requests`."""
+    import http.client
+    import json
     import threading
+    from urllib.parse import urlsplit
 
-    import requests
-
+    parts = urlsplit(url)
+    body = None if payload is None else json.dumps(payload).encode()
+    headers = {"Content-Type": "application/json"}
     local = threading.local()
 
     def one(_):
-        session = getattr(local, "session", None) or requests.Session()
-        local.session = session
         started = time.perf_counter()
         try:
-            if payload is None:
-                ok = session.get(f"{url}/ping", timeout=60).status_code == 200
+            conn = getattr(local, "conn", None) or http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+            local.conn = conn
+            if body is None:
+                conn.request("GET", "/ping")
             else:
-                response = session.post(f"{url}/invocations", json=payload, timeout=60)
-                ok = response.status_code == 200 and len(response.json()["predictions"]) > 0
-        except requests.RequestException:
+                conn.request("POST", "/invocations", body=body, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+            ok = response.status == 200 and (body is None or len(json.loads(data)["predictions"]) > 0)
+        except (OSError, http.client.HTTPException, ValueError, KeyError):
+            local.conn = None
             ok = False
         return time.perf_counter() - started, ok
 

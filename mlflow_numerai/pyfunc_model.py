@@ -37,15 +37,26 @@ class NumeraiPredictModel(PythonModel):
     def load_context(self, context) -> None:
         path = context.artifacts[ARTIFACT_KEY]
         with open(path, "rb") as f:
-            self._predict = cloudpickle.load(f)
-        self._n_params = len(inspect.signature(self._predict).parameters)
+            self.use(cloudpickle.load(f))
+
+    def use(self, predict) -> None:
+        """Wrap `predict`; what a request needs of its signature is read here, once (inspect is
+        slow next to a forecast)."""
+        self._predict = predict
+        self._n_params = len(inspect.signature(predict).parameters)
+        self._with_params = getattr(predict, PARAMS_ATTR, None)
+        self._defaults = _defaults(self._with_params)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None):
         """What the pickled predict returns for `model_input` (a DataFrame)."""
         if not isinstance(model_input, pd.DataFrame):
-            raise TypeError(f"model_input must be a pandas DataFrame, got {type(model_input).__name__}")
-        with_params = getattr(self._predict, PARAMS_ATTR, None)
-        params = _non_default(params or {}, with_params)
+            # a 400 naming it (MLflow answers any other exception with a 400 that does not say why)
+            raise mlflow.MlflowException.invalid_parameter_value(
+                f"model_input must be a pandas DataFrame (dataframe_split or dataframe_records), "
+                f"got {type(model_input).__name__}"
+            )
+        with_params = self._with_params
+        params = _non_default(params, self._defaults) if params else None
         if params and with_params is None:
             raise mlflow.MlflowException.invalid_parameter_value(
                 f"this model accepts no params, got {sorted(params)}"
@@ -63,16 +74,20 @@ class NumeraiPredictModel(PythonModel):
             raise mlflow.MlflowException.invalid_parameter_value(f"{type(exc).__name__}: {exc}") from exc
 
 
-def _non_default(params: dict[str, Any], fn) -> dict[str, Any]:
-    """`params` without None values and without values equal to `fn`'s defaults (MLflow fills
+def _defaults(fn) -> dict[str, Any]:
+    """Keyword defaults of `fn` (None: no params function)."""
+    if fn is None:
+        return {}
+    return {
+        name: p.default
+        for name, p in inspect.signature(fn).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+
+
+def _non_default(params: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """`params` without None values and without values equal to their defaults (MLflow fills
     every param of the signature with its default, which must not leave the plain path)."""
-    defaults = {}
-    if fn is not None:
-        defaults = {
-            name: p.default
-            for name, p in inspect.signature(fn).parameters.items()
-            if p.default is not inspect.Parameter.empty
-        }
     return {k: v for k, v in params.items() if v is not None and not (k in defaults and defaults[k] == v)}
 
 

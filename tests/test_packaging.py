@@ -351,6 +351,9 @@ def test_forecast_profile_records_contract_and_skips_numerai_checks(store, tmp_p
     info = log_numerai_model(forecast, "varmax", input_example=request, profile="forecast", output_contract=contract)
     meta = mlflow.models.get_model_info(info.model_uri).metadata
     assert meta["numerai_profile"] == "forecast" and meta["output_contract"] == contract
+    # no input schema: MLflow would cast and check each column per request; predict checks its own
+    signature = mlflow.models.get_model_info(info.model_uri).signature
+    assert signature.inputs is None and signature.outputs.input_names() == ["realgdp", "cpi"]
     out = mlflow.pyfunc.load_model(info.model_uri).predict(pd.DataFrame({"steps": [5]}))
     pd.testing.assert_frame_equal(out, forecast(pd.DataFrame({"steps": [5]})))
     with pytest.raises(PackagingError, match="output_contract"):

@@ -212,6 +212,14 @@ def fitted(series):
         (lambda f: f.iloc[:0], "zero rows"),
         (lambda f: pd.concat([f] * 3), "9 periods, more than the maximum horizon 6"),
         (lambda f: f["rate"], "must be a pandas DataFrame"),
+        # what a JSON body parsed without an input schema can hold (the forecast model has none)
+        (lambda f: f.assign(rate=True), r"column 'rate' must be numeric, got True \(row 0"),
+        (lambda f: f.assign(rate=pd.Series([1.0, "x", 2.0], dtype=object)), r"got 'x' \(row 1"),
+        (lambda f: f.assign(rate=pd.Series([1.0, None, "x"], dtype=object)),
+         r"column 'rate' has a missing or infinite value \(row 1\)"),
+        (lambda f: f.assign(rate=pd.Series([1.0, 2.0, 10**400], dtype=object)),
+         r"column 'rate' has a number too large for a float \(row 2\)"),
+        (lambda f: pd.concat([f, f[["rate"]]], axis=1), "column 'rate' appears more than once"),
     ],
 )
 def test_predict_rejects_malformed_requests(fitted, series, mutate, message):
@@ -221,6 +229,16 @@ def test_predict_rejects_malformed_requests(fitted, series, mutate, message):
         predict(mutate(request))
     with pytest.raises(ValueError, match="alpha must be in"):
         predict.with_params(request, alpha=2.0)
+
+
+def test_predict_takes_integer_and_float32_columns(fitted, series):
+    """The one-array path of the request parser takes any int/float columns as float64."""
+    _, predict = fitted
+    request = series[list(EXOG)].iloc[-3:].reset_index(drop=True).round()
+    expected = predict(request)
+    pd.testing.assert_frame_equal(predict(request.astype("int64")), expected)
+    pd.testing.assert_frame_equal(predict(request.astype({"rate": "int32", "spend": "float32"})), expected)
+    pd.testing.assert_frame_equal(predict(request[["spend", "rate"]]), expected)
 
 
 def test_predict_without_exog_takes_steps(series):
@@ -353,7 +371,7 @@ def test_pyfunc_turns_predict_value_errors_into_invalid_parameter(fitted, series
 
     _, predict = fitted
     wrapper = NumeraiPredictModel()
-    wrapper._predict, wrapper._n_params = predict, 1
+    wrapper.use(predict)
     request = series[list(EXOG)].iloc[-3:].reset_index(drop=True)
     pd.testing.assert_frame_equal(wrapper.predict(None, request), predict(request))
     with pytest.raises(MlflowException, match="more than the maximum horizon 6") as caught:

@@ -210,3 +210,15 @@ def test_blocker_would_catch_a_statsmodels_import(tmp_path):
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )
     assert done.returncode != 0 and "blocked in this test: statsmodels" in done.stderr
+
+
+def test_output_labels_are_pandas_defaults_and_stay_out_of_the_pickle(series):
+    """Fixed: prebuilt object-dtype labels changed the output's column dtype (a served forecast
+    parsed back no longer equalled the in-process one). They are now pandas' default Index objects,
+    built on first use and not pickled (a pickled pyarrow-backed Index would require pyarrow)."""
+    _, predict, _, future = fitted(series, (1, 0), "log-diff", EXOG)
+    out = predict(request(future, 3))
+    fresh = pd.DataFrame({c: out[c].to_numpy() for c in out.columns}, index=pd.Index(list(out.index), name="period"))
+    pd.testing.assert_frame_equal(out, fresh)  # dtypes of columns and index included
+    data = dumps_predict(predict)  # after a call: the built Index objects must not be in it
+    assert set(requirements_of(pickled_modules(data))) <= {"cloudpickle", "numpy", "pandas"}

@@ -41,8 +41,8 @@ STATE_KEYS = (
 )
 
 
-def forecast_moments(state: dict[str, Any], steps: int, exog: np.ndarray | None) -> tuple[np.ndarray, list]:
-    """(means (steps, k), [(F_h, P_h) per step]) of the model's own (transformed) series."""
+def forecast_means(state: dict[str, Any], steps: int, exog: np.ndarray | None) -> np.ndarray:
+    """E[y_h], h = 1..steps, shape (steps, k): the model's own (transformed) series."""
     transition, design = state["transition"], state["design"]
     k, m = design.shape
     intercepts = np.zeros((steps, m))
@@ -52,17 +52,32 @@ def forecast_moments(state: dict[str, Any], steps: int, exog: np.ndarray | None)
         time = np.arange(state["trend_start"], state["trend_start"] + steps, dtype="float64")
         trend = np.column_stack([time**power for power in state["trend_powers"]])
         intercepts[:, :k] += trend @ state["trend_coef"].T
-    a, p = state["filtered_state"], state["predicted_state_cov"]
-    transposed = transition.T
+    a = state["filtered_state"]
+    obs_intercept = state["obs_intercept"]
     means = np.empty((steps, k))
-    covs = []
     for h in range(steps):
         a = intercepts[h] + transition @ a
+        means[h] = obs_intercept + design @ a
+    return means
+
+
+def forecast_covariances(state: dict[str, Any], steps: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """[(F_h, P_h)], h = 1..steps: forecast error and predicted state covariances. They do not
+    depend on the request (exog enters the means only), so a served model computes them once."""
+    transition, design = state["transition"], state["design"]
+    p = state["predicted_state_cov"]
+    transposed = transition.T
+    covs = []
+    for h in range(steps):
         if h:
             p = transition @ p @ transposed + state["selected_state_cov"]
-        means[h] = state["obs_intercept"] + design @ a
         covs.append((design @ p @ design.T + state["obs_cov"], p))
-    return means, covs
+    return covs
+
+
+def forecast_moments(state: dict[str, Any], steps: int, exog: np.ndarray | None) -> tuple[np.ndarray, list]:
+    """(means (steps, k), [(F_h, P_h) per step]) of the model's own (transformed) series."""
+    return forecast_means(state, steps, exog), forecast_covariances(state, steps)
 
 
 def cumulative_variances(state: dict[str, Any], covs: list) -> np.ndarray:
@@ -84,6 +99,43 @@ def cumulative_variances(state: dict[str, Any], covs: list) -> np.ndarray:
     return out
 
 
+def error_sd(state: dict[str, Any], steps: int, transform: str) -> np.ndarray:
+    """Standard deviations (steps, k) of the forecast errors on the model's scale: of each step
+    for `levels`/`log`, of the cumulated errors for `diff`/`log-diff`. Request-independent."""
+    covs = forecast_covariances(state, steps)
+    if transform in ("levels", "log"):
+        var = np.array([np.diagonal(f) for f, _ in covs])
+    else:
+        var = np.diagonal(cumulative_variances(state, covs), axis1=1, axis2=2)
+    return np.sqrt(np.clip(var, 0, None))
+
+
+def forecast_values(
+    state: dict[str, Any],
+    steps: int,
+    exog: np.ndarray | None,
+    *,
+    transform: str,
+    last_level: np.ndarray,
+    alpha: float,
+    sd: np.ndarray | None = None,
+) -> np.ndarray:
+    """(steps, 3k) array: forecast, lower, upper of each variable in turn, original units.
+
+    `sd`: :func:`error_sd` of at least `steps` steps, computed once by a served model.
+    """
+    mean = forecast_means(state, steps, exog)
+    sd = error_sd(state, steps, transform) if sd is None else sd[:steps]
+    z = NormalDist().inv_cdf(1 - alpha / 2)
+    if transform not in ("levels", "log"):
+        start = np.log(last_level) if transform == "log-diff" else last_level
+        mean = start + np.cumsum(mean, axis=0)
+    lower, upper = mean - z * sd, mean + z * sd
+    if transform in ("log", "log-diff"):
+        mean, lower, upper = np.exp(mean), np.exp(lower), np.exp(upper)
+    return np.stack([mean, lower, upper], axis=2).reshape(steps, 3 * mean.shape[1])
+
+
 def forecast_frame(
     state: dict[str, Any],
     steps: int,
@@ -94,35 +146,15 @@ def forecast_frame(
     names: list[str],
     labels: pd.Index | list[str],
     alpha: float,
-    columns: pd.Index | None = None,
 ) -> pd.DataFrame:
-    """`<var>_forecast/_lower/_upper` in original units for `steps` periods, indexed by `period`.
-
-    `labels` holds the period labels of steps 1, 2, ...; `columns` (optional) the output column
-    Index: passing both prebuilt saves building Index objects on every request.
-    """
+    """`<var>_forecast/_lower/_upper` in original units for `steps` periods, indexed by `period`
+    (`labels` holds the period labels of steps 1, 2, ...)."""
     if steps > len(labels):
         raise ValueError(f"at most {len(labels)} forecast periods, got {steps}")
-    mean, covs = forecast_moments(state, steps, exog)
-    z = NormalDist().inv_cdf(1 - alpha / 2)
-    if transform in ("levels", "log"):
-        var = np.array([np.diagonal(f) for f, _ in covs])
-    else:
-        var = np.diagonal(cumulative_variances(state, covs), axis1=1, axis2=2)
-        start = np.log(last_level) if transform == "log-diff" else last_level
-        mean = start + np.cumsum(mean, axis=0)
-    sd = np.sqrt(np.clip(var, 0, None))
-    lower, upper = mean - z * sd, mean + z * sd
-    if transform in ("log", "log-diff"):
-        mean, lower, upper = np.exp(mean), np.exp(lower), np.exp(upper)
-    if columns is None:
-        columns = output_columns(names)
-    if not isinstance(labels, pd.Index):
-        labels = pd.Index(labels, name="period")
-    values = np.stack([mean, lower, upper], axis=2).reshape(steps, 3 * len(names))
-    return pd.DataFrame(values, columns=columns, index=labels[:steps])
+    values = forecast_values(state, steps, exog, transform=transform, last_level=last_level, alpha=alpha)
+    return pd.DataFrame(values, columns=pd.Index(output_columns(names)), index=pd.Index(labels[:steps], name="period"))
 
 
-def output_columns(names: list[str]) -> pd.Index:
+def output_columns(names: list[str]) -> list[str]:
     """`<var>_forecast`, `<var>_lower`, `<var>_upper` per endogenous variable."""
-    return pd.Index([f"{name}_{part}" for name in names for part in ("forecast", "lower", "upper")])
+    return [f"{name}_{part}" for name in names for part in ("forecast", "lower", "upper")]
