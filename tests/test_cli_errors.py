@@ -183,8 +183,6 @@ def test_the_command_line_prints_no_traceback(args, bad, tracking_uri, tmp_path)
     assert str(bad["file"]) in lines[0] or "train.parquet" in lines[0]
 
 
-@pytest.mark.xfail(reason="data area: `data download` lists the datasets (network) before checking --out; "
-                          "offline it ends with numerapi's ERROR log line and exit 1", strict=False)
 def test_data_download_checks_out_before_the_network(bad, tmp_path):
     result = CliRunner().invoke(main, ["data", "download", "--version", "v5.0", "--out", f"{bad['file']}/sub",
                                        "--no-progress"])

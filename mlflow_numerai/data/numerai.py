@@ -120,14 +120,15 @@ def download_numerai(
     arrived and checks out; an existing non-empty `out` is replaced only with `overwrite`.
     """
     client = client if client is not None else default_client()
-    try:
-        datasets = list(client.list_datasets())
-    except Exception as exc:  # network or API errors from numerapi
-        raise ConnectionError(f"could not list Numerai datasets: {exc}") from exc
-    names = files_to_download(version, datasets)
     from tqdm.auto import tqdm
 
+    # `out` is checked (and its temporary sibling made) before the network is touched.
     with atomic_directory(out, overwrite=overwrite) as tmp:
+        try:
+            datasets = list(client.list_datasets())
+        except Exception as exc:  # network or API errors from numerapi
+            raise ConnectionError(f"could not list Numerai datasets: {exc}") from exc
+        names = files_to_download(version, datasets)
         for name in tqdm(names, desc=f"numerai {version}", unit="file", disable=not progress):
             dest = tmp / name
             try:
