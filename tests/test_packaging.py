@@ -256,6 +256,39 @@ def test_pyfunc_equals_raw_pickle_equals_function(store, tmp_path, predict, live
     assert [c.name for c in info.signature.outputs.inputs] == ["prediction"]
 
 
+@pytest.mark.parametrize(
+    ("environ", "frozen"),
+    [
+        ({}, False),  # a notebook or a batch job: the collector is left alone
+        ({"__pyfunc_model_path__": "/m"}, True),  # `mlflow models serve`'s workers
+        ({"__pyfunc_model_path__": "/m", "MLFLOW_NUMERAI_GC_FREEZE": "0"}, False),
+        ({"MLFLOW_NUMERAI_GC_FREEZE": "1"}, True),
+    ],
+)
+def test_a_served_model_freezes_the_loaded_objects_out_of_the_collector(
+    store, predict, live, monkeypatch, environ, frozen
+):
+    """A full collection over a scoring server's objects takes hundreds of ms and set the served
+    p99; loading in the server freezes them (gc.freeze), and only there unless asked."""
+    import gc
+
+    import mlflow
+
+    with mlflow.start_run():
+        info = log_numerai_model(predict, input_example=live)
+    for name in ("__pyfunc_model_path__", "MLFLOW_NUMERAI_GC_FREEZE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    gc.unfreeze()
+    try:
+        model = mlflow.pyfunc.load_model(info.model_uri)
+        assert (gc.get_freeze_count() > 0) is frozen
+        pd.testing.assert_frame_equal(model.predict(live), predict(live))
+    finally:
+        gc.unfreeze()
+
+
 def test_pyfunc_takes_nan_and_float_features(store, live):
     """Real Numerai features have NaN (a float column once read): a signature inferred from int8
     bins as "integer" made MLflow refuse such a frame before predict ever saw it."""
