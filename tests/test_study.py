@@ -118,3 +118,43 @@ def test_a_baseline_study_runs_nested_trials_and_registers_the_best(tmp_path, tr
     names = {a.path for a in client.list_artifacts(parent, "study")}
     assert {"study/trials.csv", "study/params_vs_objective.png"} <= names
 
+
+
+@pytest.mark.e2e
+def test_a_bnn_study_reproduces_train_bnn_study_for_the_same_grid_and_seed(tmp_path, tracking_uri, synthetic_dir):
+    """`study bnn` replaced the loop of `train bnn-study`: on the same grid (2 priors x 1
+    architecture), options and seed, each model's metrics, the ensemble-vs-members table and the
+    JS matrix come out the same."""
+    from mlflow import MlflowClient
+
+    training = ["--data-dir", str(synthetic_dir), "--epochs", "1", "--n-samples", "20", "--seed", "3"]
+    old = CliRunner().invoke(main, ["train", "bnn-study", "--priors", "normal,laplace", "--architectures", "8",
+                                    "--no-baseline", *training])
+    assert old.exit_code == 0, old.output
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    new = invoke("bnn", "--trials", "2", "--storage", storage, "--study-name", "grid", "--seed", "0",
+                 "--space", "prior=normal|laplace", "--space", "hidden=8", "--registered-model-name", "none",
+                 "--data-dir", str(synthetic_dir), "--", *training[2:], "--k-model-samples", "5")
+    assert new.exit_code == 0, new.output
+
+    client = MlflowClient()
+    study_run = optuna.load_study(study_name="grid", storage=storage).user_attrs["mlflow_run_id"]
+    (old_run,) = [r for r in client.search_runs(["0"], filter_string="tags.`numerai.family` = 'bnn_study'")
+                  if "mlflow.parentRunId" not in r.data.tags]
+
+    def table(run_id: str) -> pd.DataFrame:
+        path = client.download_artifacts(run_id, "bnn/study_summary.csv", str(tmp_path / run_id))
+        return pd.read_csv(path, index_col=0).sort_index()
+
+    def js(run_id: str) -> pd.DataFrame:
+        path = client.download_artifacts(run_id, "bnn/js_divergence.csv", str(tmp_path / f"{run_id}-js"))
+        return pd.read_csv(path, index_col=0).sort_index().sort_index(axis=1)
+
+    old_table, new_table = table(old_run.info.run_id), table(study_run)
+    assert list(new_table.index) == ["laplace/8", "normal/8"] == list(old_table.index)
+    shared = ["ensemble_corr_mean", "ensemble_sharpe", "member_corr_mean_mean", "member_corr_mean_std",
+              "ensemble_minus_member_corr", "frac_members_below_ensemble", "burn_auc", "uncertainty_mean"]
+    assert new_table[shared].notna().all().all()
+    pd.testing.assert_frame_equal(new_table[shared], old_table[shared], rtol=1e-6)
+    pd.testing.assert_frame_equal(js(study_run), js(old_run.info.run_id), rtol=1e-6)
+    assert old_table["ensemble_corr_mean"].idxmax() == client.get_run(study_run).data.tags["bnn.best_model"]
