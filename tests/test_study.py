@@ -25,8 +25,31 @@ def test_unknown_search_space_key_lists_the_keys(tmp_path):
     result = invoke("keras", "--space", "width=1:3", "--storage", f"sqlite:///{tmp_path}/o.db")
     assert result.exit_code == 2
     assert "unknown search-space key 'width'" in result.output
-    for key in ("dropout", "epochs", "hidden", "learning_rate", "noise"):
+    for key in ("dropout", "epochs", "hidden", "learning_rate", "noise", "weight_decay"):
         assert key in result.output
+
+
+@pytest.mark.parametrize("family", sorted(study_module.FAMILIES))
+def test_every_search_space_key_reaches_the_family_command(family):
+    """A trial's parameters become options its training command parses, each to the value
+    sampled (a key the options leave out would be searched but never trained with)."""
+    import importlib
+
+    spec = study_module.FAMILIES[family]
+    module, _, attr = spec.command.partition(":")
+    command = getattr(importlib.import_module(module), attr)
+    point = {key: p.choices[-1] if p.kind == "categorical" else (p.low + p.high) / 2 if p.kind == "float"
+             else int(p.high) for key, p in spec.space.items()}
+    args = spec.options(point)
+    ctx = command.make_context(family, list(args))
+    given = {o.name for o in command.params if o.opts and set(o.opts) & set(args)}
+    assert len(given) == len(point), f"{family}: {sorted(point)} -> options {sorted(given)}"
+    for key, value in point.items():
+        parsed = ctx.params[key]
+        if isinstance(value, float):
+            assert float(parsed) == pytest.approx(value), key
+        elif key != "hidden":  # hidden sizes are parsed into the family's own form
+            assert str(parsed) == str(value), key
 
 
 def test_space_overrides_parse():

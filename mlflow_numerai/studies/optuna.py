@@ -76,7 +76,7 @@ def _baseline_options(p: dict[str, Any]) -> list[str]:
 def _keras_options(p: dict[str, Any]) -> list[str]:
     return ["--hidden", str(p["hidden"]), "--dropout", repr(float(p["dropout"])), "--noise",
             repr(float(p["noise"])), "--learning-rate", repr(float(p["learning_rate"])),
-            "--epochs", str(int(p["epochs"]))]
+            "--epochs", str(int(p["epochs"])), "--weight-decay", repr(float(p["weight_decay"]))]
 
 
 def _bnn_options(p: dict[str, Any]) -> list[str]:
@@ -91,7 +91,8 @@ FAMILIES: dict[str, Family] = {
                      "dropout": Param("float", 0.0, 0.5),
                      "noise": Param("float", 0.0, 0.2),
                      "learning_rate": Param("float", 1e-4, 1e-2, log=True),
-                     "epochs": Param("int", 2, 10)},
+                     "epochs": Param("int", 2, 10),
+                     "weight_decay": Param("float", 0.0, 4.0)},
                     _keras_options),
     # The seed's grid (= `train bnn-study` without the deterministic baselines), every point once.
     "bnn": Family("mlflow_numerai.entrypoints.bayes_nn:bayes_nn",
