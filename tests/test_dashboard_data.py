@@ -205,6 +205,20 @@ def test_per_era_corr_and_stats_match_the_logged_evaluation(store):
     assert len(queries.per_era_corr(uri, [logged.study_baseline])) == len(logged.per_era[logged.baseline])
 
 
+def test_era_stats_skip_an_era_without_a_score():
+    """A constant era scores NaN; the stats are those of the other eras (the evaluator's
+    summaries), not NaN for the whole run."""
+    corr = [0.02, np.nan, -0.01, 0.03, 0.01]
+    per_era = pd.DataFrame({"run_id": "r", "era": [f"{i:04d}" for i in range(5)], "corr": corr})
+    row = queries.era_stats(per_era).iloc[0]
+    scored = pd.Series(corr).dropna()
+    assert row["eras"] == 4
+    assert row["corr_mean"] == pytest.approx(scored.mean())
+    assert row["sharpe"] == pytest.approx(scored.mean() / scored.std(ddof=1))
+    assert row["max_drawdown"] == pytest.approx(0.01)
+    assert row["positive_eras"] == pytest.approx(0.75)
+
+
 def test_study_runs_are_the_top_level_studies(store, runs):
     assert list(queries.study_runs(runs)["run_id"]) == [store[1].study]
 

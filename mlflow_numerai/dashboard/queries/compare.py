@@ -15,6 +15,7 @@ import pandas as pd
 from mlflow_numerai.dashboard.queries.families import BNN_METRICS, bnn_per_era
 from mlflow_numerai.dashboard.queries.runs import metric_columns, run_label
 from mlflow_numerai.dashboard.queries.store import read_artifact_csv
+from mlflow_numerai.scoring import summaries
 
 SUMMARY_METRICS = (
     "numerai_corr_mean",
@@ -108,24 +109,24 @@ def diagnostic_tiles(metrics: dict[str, float]) -> list[tuple[str, float | None,
 
 
 def era_stats(per_era: pd.DataFrame) -> pd.DataFrame:
-    """Per run, computed from its per-era corr: eras, mean, std, sharpe, max drawdown, % positive."""
+    """Per run, computed from its per-era corr: eras, mean, std, sharpe, max drawdown, % positive
+    (the evaluator's definitions, `scoring.summaries`; an era without a score is skipped, and
+    counted in `eras` only when it has one)."""
     cols = ["run_id", "eras", "corr_mean", "corr_std", "sharpe", "max_drawdown", "positive_eras"]
     if per_era.empty:
         return pd.DataFrame(columns=cols)
     rows = []
     for run_id, g in per_era.groupby("run_id", sort=False):
-        c = g["corr"].to_numpy(dtype=float)
-        cum = np.cumsum(c)
-        std = float(np.std(c, ddof=1)) if len(c) > 1 else np.nan
+        c = g["corr"].astype(float).dropna()
         rows.append(
             {
                 "run_id": run_id,
                 "eras": len(c),
                 "corr_mean": float(c.mean()),
-                "corr_std": std,
-                "sharpe": float(c.mean() / std) if std and std > 0 else np.nan,
-                "max_drawdown": float((np.maximum.accumulate(cum) - cum).max()),
-                "positive_eras": float((c > 0).mean()),
+                "corr_std": float(c.std()),
+                "sharpe": float(summaries.sharpe(c)),
+                "max_drawdown": float(summaries.max_drawdown(c)),
+                "positive_eras": float((c > 0).mean()) if len(c) else np.nan,
             }
         )
     return pd.DataFrame(rows, columns=cols)
