@@ -56,7 +56,7 @@ PRIOR_CHOICES = ("uniform", "normal", "laplace")  # = families.bayes_nn.PRIORS (
 TARGET_MODEL_CHOICES = ("single", "h1", "h2", "h3", "h4")  # = families.bayes_nn.TARGET_MODELS
 # SVI defaults: families.bayes_nn.fit's (the study in benchmarks/README.md, "Families that learn";
 # repeated here so --help imports no torch; tests/test_learning.py checks that they match).
-EPOCHS, LR, FINAL_LR_FRACTION, INIT_SCALE, PRIOR_SCALE, BATCH_SIZE = 3, 1e-2, 0.1, 0.05, 1.0, 1024
+EPOCHS, LR, FINAL_LR_FRACTION, INIT_SCALE, PRIOR_SCALE, BATCH_SIZE = 6, 1e-2, 0.1, 0.05, 1.0, 1024
 
 
 @dataclass

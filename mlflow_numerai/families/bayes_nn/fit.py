@@ -24,7 +24,7 @@ from mlflow_numerai.families.bayes_nn.spec import DEFAULT_HIDDEN, BNNSpec
 
 # Defaults from the study in benchmarks/README.md ("Families that learn"): a short, fast-decaying
 # run from the constant target mean (the seed's 30 epochs at 1e-3 scored 0.017 on the default set).
-SVI_EPOCHS, SVI_LR, FINAL_LR_FRACTION, INIT_SCALE = 3, 1e-2, 0.1, 0.05
+SVI_EPOCHS, SVI_LR, FINAL_LR_FRACTION, INIT_SCALE = 6, 1e-2, 0.1, 0.05
 
 
 @dataclass
