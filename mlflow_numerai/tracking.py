@@ -34,11 +34,20 @@ def ensure_tracking_uri(uri: str | None = None) -> str:
 
 
 def sqlite_path(uri: str) -> Path | None:
-    """The database file of a `sqlite:///` URI, else None (in-memory, server, other databases)."""
-    prefix = "sqlite:///"
-    if not uri.startswith(prefix) or uri[len(prefix):] in ("", ":memory:"):
+    """The database file of a `sqlite:///` URI, else None (in-memory, server, other databases).
+    Parsed by SQLAlchemy, as MLflow opens it: `%20` is a space and a `?query` is not the path."""
+    if not isinstance(uri, str) or not uri.startswith("sqlite:"):
         return None
-    return Path(uri[len(prefix):].split("?", 1)[0])
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        database = make_url(uri).database
+    except ArgumentError:
+        return None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
 
 
 def open_sqlite_store(uri: str) -> None:

@@ -273,11 +273,30 @@ def test_check_tracking_ok(store):
         ("sqlite:///rel.db", "rel.db"),
         ("http://h:5000", None),
         ("sqlite:///:memory:", None),
+        ("sqlite:////tmp/my%20runs/mlflow.db", "/tmp/my runs/mlflow.db"),  # what SQLAlchemy opens
+        ("sqlite:////abs/x.db?timeout=30", "/abs/x.db"),
+        ("sqlite://", None),
+        ("postgresql://u:p@h/db", None),
     ],
 )
 def test_sqlite_path(uri, expected):
+    """One reading of a SQLite URI for the whole package (the dashboard, the store lock and the
+    study store beside it): the file SQLAlchemy, hence MLflow, opens."""
+    from mlflow_numerai import tracking
+
+    assert queries.sqlite_path is tracking.sqlite_path
     got = queries.sqlite_path(uri)
     assert (str(got) if got else None) == expected
+
+
+def test_the_study_store_lands_beside_a_percent_encoded_tracking_store(tmp_path):
+    """`sqlite:////.../my%20runs/mlflow.db` is the file in `my runs`; the study's default storage
+    was put in a directory literally named `my%20runs`."""
+    from mlflow_numerai.studies.optuna import default_storage
+
+    folder = tmp_path / "my runs"
+    uri = f"sqlite:///{str(folder).replace(' ', '%20')}/mlflow.db"
+    assert default_storage(uri) == f"sqlite:///{folder / 'optuna.db'}"
 
 
 def test_parse_time_and_history_tolerate_bad_input():

@@ -12,9 +12,10 @@ import functools
 import os
 import tempfile
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 import pandas as pd
+
+from mlflow_numerai.tracking import sqlite_path
 
 
 class TrackingUnavailable(RuntimeError):
@@ -24,18 +25,6 @@ class TrackingUnavailable(RuntimeError):
 
 # ---------------------------------------------------------------------------------------------
 # Connecting
-
-
-def sqlite_path(tracking_uri: str) -> Path | None:
-    """The database file of a `sqlite:///...` URI, or None for other stores."""
-    parsed = urlparse(tracking_uri)
-    if parsed.scheme != "sqlite":
-        return None
-    path = unquote(parsed.path)
-    # sqlite:////abs/path -> path "//abs/path"; sqlite:///rel -> "/rel" (relative to cwd).
-    if path.startswith("//"):
-        return Path(path[1:])
-    return Path(path.lstrip("/")) if path not in ("", "/", "/:memory:") else None
 
 
 @functools.lru_cache(maxsize=8)
