@@ -18,9 +18,11 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mlflow run projects -e main --env-manager local
 
-# `make test` runs everything (CI); `make test-fast` (or plain `pytest`) skips the e2e marker.
+# `make test` runs everything (CI), one test file per worker process (pytest-xdist: 7 min instead
+# of 12 on 2 cores); `make test-fast` (or plain `pytest`) skips the e2e marker, in one process.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -m "e2e or not e2e"
+	$(BIN)/python -m pytest -m "e2e or not e2e" -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: install
 	$(BIN)/python -m pytest
