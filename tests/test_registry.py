@@ -447,6 +447,45 @@ def test_interleaved_validations_keep_each_others_history(client, uniq):
     assert upload_state(uniq, v1, client)["state"] == SUCCESS
 
 
+def test_racers_that_read_the_same_champion_leave_a_true_history(client, uniq, monkeypatch):
+    """Seen in CI against the team server: A and B both read "no @champion", A moved it to 1, then
+    B moved it to 2. B's record said it displaced nothing, but it displaced A's version 1."""
+    v0, v1, v2 = _bare_versions(client, uniq, 3)
+    for v in (v0, v1, v2):
+        _mark(client, uniq, v, SUCCESS)
+    promote(uniq, v0, client=client)
+    real_set = client.set_registered_model_alias
+    raced = []
+
+    def set_alias(name, alias, version):
+        if str(version) == v2 and not raced:  # B has read @champion (v0); A runs whole before B moves it
+            raced.append(True)
+            promote(uniq, v1, client=client)
+        return real_set(name, alias, version)
+
+    monkeypatch.setattr(client, "set_registered_model_alias", set_alias)
+    result = promote(uniq, v2, client=client)
+    assert raced and result.previous_version == v0  # what B read
+    model = client.get_registered_model(uniq)
+    assert str(model.aliases["champion"]) == v2
+    assert model.tags["numerai.promotion.champion.version"] == v2
+    assert model.tags["numerai.promotion.champion.previous_version"] == v1  # what B displaced
+    assert client.get_model_version(uniq, v2).tags["numerai.promotion.previous_version"] == v1
+    assert client.get_model_version(uniq, v1).tags["numerai.promotion.previous_version"] == v0
+
+
+def test_an_old_promotion_with_the_same_predecessor_is_not_a_racer(client, uniq):
+    v0, v1, v2 = _bare_versions(client, uniq, 3)
+    for v in (v0, v1, v2):
+        _mark(client, uniq, v, SUCCESS)
+    promote(uniq, v0, client=client)
+    promote(uniq, v1, client=client)  # 1 displaced 0 ...
+    promote(uniq, v0, client=client)  # ... 0 came back ...
+    promote(uniq, v2, client=client)  # ... and 2 displaced 0: 1's record (previous 0) is older than 0's return
+    model = client.get_registered_model(uniq)
+    assert model.tags["numerai.promotion.champion.previous_version"] == v0
+
+
 def test_a_promotion_overtaken_mid_audit_leaves_a_true_record(client, uniq, monkeypatch):
     """Seen against the team server under load: B moves @champion to 2, A moves it to 1 and writes
     its record, then B writes its record late: the alias said 1 and the record 2."""

@@ -149,26 +149,63 @@ def promote(name: str, version: str | int, alias: str = "champion", *, min_corr:
     return result
 
 
-def _settle(client, name: str, alias: str, rounds: int = 5) -> None:
-    """Make the registered model's record of `alias` name the version the alias points at.
+# Promotions of one alias whose times lie this close and that saw the same predecessor raced.
+RACE_WINDOW_S = 120.0
+
+
+def _settle(client, name: str, alias: str, rounds: int = 10) -> None:
+    """Make the registered model's record of `alias` name the version the alias points at, and
+    the version that version really displaced.
 
     A racing promotion may have moved the alias after ours but written its record before ours:
     the record is then rewritten from the holder's version tags (written before the record), so
-    whichever promotion finishes last leaves a true record."""
+    whichever promotion finishes last leaves a true record. Two promotions may also both have read
+    the alias before either moved it: the holder then displaced the other racer, not the version
+    both saw (`_displaced`). Every settler re-reads until the record is what it should be."""
     key = f"{PROMOTION_PREFIX}.{alias}"
     for _ in range(rounds):
         model = client.get_registered_model(name)
         holder = model.aliases.get(alias)
-        if holder is None or model.tags.get(f"{key}.version") == str(holder):
+        if holder is None:
             return
-        tags = client.get_model_version(name, str(holder)).tags
+        holder = str(holder)
+        tags = client.get_model_version(name, holder).tags
         if tags.get(f"{PROMOTION_PREFIX}.alias") != alias or f"{PROMOTION_PREFIX}.time" not in tags:
             time.sleep(0.2)  # the holder's promotion is still writing its tags: it settles itself
             continue
-        for field in ("previous_version", "time", "user"):
-            value = tags.get(f"{PROMOTION_PREFIX}.{field}", "")
-            retrying(client.set_registered_model_tag, name, f"{key}.{field}", value)
-        retrying(client.set_registered_model_tag, name, f"{key}.version", str(holder))
+        previous = _displaced(client, name, alias, holder, tags)
+        record = {"version": holder, "previous_version": previous,
+                  "time": tags[f"{PROMOTION_PREFIX}.time"], "user": tags.get(f"{PROMOTION_PREFIX}.user", "")}
+        if all(model.tags.get(f"{key}.{field}") == value for field, value in record.items()):
+            return
+        if tags.get(f"{PROMOTION_PREFIX}.previous_version", "") != previous:
+            retrying(client.set_model_version_tag, name, holder, f"{PROMOTION_PREFIX}.previous_version", previous)
+        for field in ("previous_version", "time", "user", "version"):  # version last: it marks the record done
+            retrying(client.set_registered_model_tag, name, f"{key}.{field}", record[field])
+
+
+def _displaced(client, name: str, alias: str, holder: str, tags: dict) -> str:
+    """The version the holder's promotion took `alias` from ("" for none): the one it read, unless
+    other promotions that read the same one moved the alias in between (the latest of them)."""
+    from datetime import datetime
+
+    seen = tags.get(f"{PROMOTION_PREFIX}.previous_version", "")
+    at = datetime.fromisoformat(tags[f"{PROMOTION_PREFIX}.time"])
+    since = None
+    if seen:
+        seen_time = client.get_model_version(name, seen).tags.get(f"{PROMOTION_PREFIX}.time")
+        since = datetime.fromisoformat(seen_time) if seen_time else None
+    racers = []
+    for mv in client.search_model_versions(f"name = '{name}'"):
+        other = mv.tags or {}
+        if str(mv.version) in (holder, seen) or other.get(f"{PROMOTION_PREFIX}.alias") != alias:
+            continue
+        if other.get(f"{PROMOTION_PREFIX}.previous_version", "") != seen or f"{PROMOTION_PREFIX}.time" not in other:
+            continue
+        when = datetime.fromisoformat(other[f"{PROMOTION_PREFIX}.time"])
+        if abs((when - at).total_seconds()) <= RACE_WINDOW_S and (since is None or when > since):
+            racers.append((when, str(mv.version)))
+    return max(racers)[1] if racers else seen
 
 
 def _audit(client, result: PromotionResult) -> None:
