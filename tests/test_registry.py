@@ -447,6 +447,29 @@ def test_interleaved_validations_keep_each_others_history(client, uniq):
     assert upload_state(uniq, v1, client)["state"] == SUCCESS
 
 
+@pytest.mark.parametrize("message", [
+    "(sqlite3.IntegrityError) UNIQUE constraint failed: registered_model_tags.key",
+    # seen in CI: two racing promotions inserting the same new record tag on the team server
+    '(psycopg.errors.UniqueViolation) duplicate key value violates unique constraint "registered_model_tag_pk"',
+])
+def test_a_concurrent_insert_of_the_same_tag_is_retried(message):
+    from mlflow.exceptions import MlflowException
+
+    from mlflow_numerai.registry.store import retrying
+
+    calls = []
+
+    def write(value):
+        calls.append(value)
+        if len(calls) == 1:
+            raise MlflowException(f"BAD_REQUEST: {message}")
+        return value
+
+    assert retrying(write, "x") == "x" and len(calls) == 2
+    with pytest.raises(MlflowException, match="no such model"):
+        retrying(lambda: (_ for _ in ()).throw(MlflowException("no such model")))
+
+
 def test_racers_that_read_the_same_champion_leave_a_true_history(client, uniq, monkeypatch):
     """Seen in CI against the team server: A and B both read "no @champion", A moved it to 1, then
     B moved it to 2. B's record said it displaced nothing, but it displaced A's version 1."""

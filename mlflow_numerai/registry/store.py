@@ -13,7 +13,9 @@ import time
 from mlflow_numerai.conventions import UPLOAD_STATE_TAG
 from mlflow_numerai.errors import InputError
 
-TRANSIENT_MARKS = ("UNIQUE constraint", "IntegrityError", "locked", "were matched")
+# SQLite's and PostgreSQL's words for the same conflicts (psycopg's appear without "IntegrityError")
+TRANSIENT_MARKS = ("UNIQUE constraint", "IntegrityError", "UniqueViolation", "duplicate key value", "locked",
+                   "were matched")
 
 
 class RegistryError(InputError):
@@ -29,8 +31,9 @@ def get_client(client=None):
 
 def retrying(call, *args, attempts: int = 8):
     """Run a registry write, retrying the transient conflicts of concurrent writers (SQLite's
-    "database is locked", two writers inserting the same new tag at once, or an alias row that
-    another writer updated or deleted under us: SQLAlchemy's "0 were matched")."""
+    "database is locked", two writers inserting the same new tag at once, on SQLite or on a
+    PostgreSQL team server, or an alias row that another writer updated or deleted under us:
+    SQLAlchemy's "0 were matched")."""
     from mlflow.exceptions import MlflowException
 
     for attempt in range(attempts):
