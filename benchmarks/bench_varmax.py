@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import os
 import signal
 import socket
@@ -160,8 +161,6 @@ def bench_serving(n_requests: int, concurrency: int, steps: int, serve_workers: 
                     lambda: scoring_server.invocations(body, "application/json", model, schema), 1000),  # noqa: B023
             })
         signature.inputs = None
-        import gc
-
         n_objects = len(gc.get_objects())
         parts[f"a full `gc.collect()` in this process ({n_objects:,} objects; the server freezes its own)"] = timed(
             gc.collect, 5)
@@ -310,8 +309,6 @@ def load_test(url: str, payload: dict | None, n: int, concurrency: int) -> tuple
             local.conn = None
             ok = False
         return time.perf_counter() - started, ok
-
-    import gc
 
     # this client holds the benchmark's ~460,000 objects: a full collection here (~250 ms) would
     # stall every client thread and show up as the server's tail latency

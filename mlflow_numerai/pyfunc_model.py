@@ -18,7 +18,7 @@ Calling convention (the pyfunc returns exactly what the pickled function returns
 
 Served, the loaded process is frozen out of the cyclic garbage collector (`gc.freeze()`): a scoring
 server holds some 450,000 objects (MLflow, pandas, FastAPI), and a full collection over them takes
-about 270 ms, paid by whichever request triggers it, which set the served p99
+about 250 ms, paid by whichever request triggers it, which set the served p99
 (`benchmarks/README.md`). `MLFLOW_NUMERAI_GC_FREEZE`: `auto` (default: only in MLflow's scoring
 server), `1` (always, at load), `0` (never).
 """

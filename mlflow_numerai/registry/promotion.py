@@ -21,6 +21,7 @@ import json
 import re
 import time
 from dataclasses import asdict, dataclass
+from datetime import datetime
 
 from mlflow_numerai.conventions import PROMOTION_PREFIX, UPLOAD_REASON_TAG, UPLOAD_STATE_TAG, VALIDATION_RUN_TAG
 from mlflow_numerai.registry.aliases import restore_alias
@@ -187,8 +188,6 @@ def _settle(client, name: str, alias: str, rounds: int = 10) -> None:
 def _displaced(client, name: str, alias: str, holder: str, tags: dict) -> str:
     """The version the holder's promotion took `alias` from ("" for none): the one it read, unless
     other promotions that read the same one moved the alias in between (the latest of them)."""
-    from datetime import datetime
-
     seen = tags.get(f"{PROMOTION_PREFIX}.previous_version", "")
     at = datetime.fromisoformat(tags[f"{PROMOTION_PREFIX}.time"])
     since = None
